@@ -1,0 +1,239 @@
+"""Checkpoint manifest: what a complete checkpoint contains, and how it is published atomically.
+
+Why: a resumed run must never start from a half-written or corrupted checkpoint. Every checkpoint
+directory carries `manifest.json` (each file's size and sha256 plus run metadata) and, written last,
+a `COMPLETE` marker. A directory without the marker is a save that was interrupted and is ignored;
+a file that does not match the manifest is reported by name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from dylora_moe.errors import UserError
+
+MANIFEST_NAME = "manifest.json"
+COMPLETE_MARKER = "COMPLETE"  # written last; a dir without it is partial and ignored
+MANIFEST_FORMAT = "dylora-moe-checkpoint/1"
+CHECKPOINT_DIR_RE = re.compile(r"^checkpoint-(\d+)$")
+_RESERVED = {MANIFEST_NAME, COMPLETE_MARKER}
+_CHUNK = 1 << 20
+
+
+class CheckpointError(UserError):
+    """A checkpoint is missing, partial or corrupted; the message names the directory and the file."""
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file, read in chunks so multi-GB weights do not need to fit in memory."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _payload_files(ckpt_dir: Path) -> list[Path]:
+    """Every regular file under ckpt_dir (recursively) except the manifest and the marker at the top."""
+    files = []
+    for path in sorted(ckpt_dir.rglob("*")):
+        if path.is_symlink() or not path.is_file():
+            continue
+        rel = path.relative_to(ckpt_dir)
+        if len(rel.parts) == 1 and rel.name in _RESERVED:
+            continue
+        files.append(path)
+    return files
+
+
+def write_manifest(ckpt_dir: str | Path, metadata: dict) -> dict:
+    """List every file of `ckpt_dir` with size and sha256, store it with `metadata` in manifest.json."""
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        raise CheckpointError(f"cannot write a manifest: {ckpt_dir} is not a directory")
+    files = {
+        path.relative_to(ckpt_dir).as_posix(): {"size": path.stat().st_size, "sha256": sha256_file(path)}
+        for path in _payload_files(ckpt_dir)
+    }
+    manifest = {"format": MANIFEST_FORMAT, "files": files, "metadata": dict(metadata)}
+    tmp = ckpt_dir / (MANIFEST_NAME + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(manifest, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, ckpt_dir / MANIFEST_NAME)
+    return manifest
+
+
+def read_manifest(ckpt_dir: str | Path) -> dict:
+    """Load and sanity-check manifest.json (JSON only: downloaded checkpoints are untrusted)."""
+    ckpt_dir = Path(ckpt_dir)
+    path = ckpt_dir / MANIFEST_NAME
+    if not path.is_file():
+        raise CheckpointError(
+            f"checkpoint {ckpt_dir} has no {MANIFEST_NAME}; expected a directory written by dylora-moe "
+            "(write_manifest + publish_atomically)"
+        )
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"checkpoint {ckpt_dir}: {MANIFEST_NAME} is unreadable ({exc})") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise CheckpointError(
+            f"checkpoint {ckpt_dir}: {MANIFEST_NAME} has format {found!r}; expected {MANIFEST_FORMAT!r}"
+        )
+    if not isinstance(manifest.get("files"), dict) or not isinstance(manifest.get("metadata", {}), dict):
+        raise CheckpointError(f"checkpoint {ckpt_dir}: {MANIFEST_NAME} lacks a 'files' table")
+    manifest.setdefault("metadata", {})
+    return manifest
+
+
+def _safe_member(ckpt_dir: Path, rel: str) -> Path:
+    """Resolve a manifest entry inside ckpt_dir; reject absolute paths and '..' (untrusted manifests)."""
+    parts = Path(rel).parts
+    if not rel or Path(rel).is_absolute() or ".." in parts:
+        raise CheckpointError(f"checkpoint {ckpt_dir}: manifest lists an unsafe path {rel!r}")
+    return ckpt_dir / rel
+
+
+def verify_checkpoint(ckpt_dir: str | Path, require_complete: bool = True) -> dict:
+    """Check the marker and every listed file's size and sha256; return the manifest.
+
+    Extra files not in the manifest are tolerated (e.g. a log written after the save).
+    """
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        raise CheckpointError(f"checkpoint {ckpt_dir} does not exist or is not a directory")
+    if require_complete and not (ckpt_dir / COMPLETE_MARKER).is_file():
+        raise CheckpointError(
+            f"checkpoint {ckpt_dir} is incomplete (no {COMPLETE_MARKER} marker): a save was interrupted; "
+            "use an earlier checkpoint"
+        )
+    manifest = read_manifest(ckpt_dir)
+    marker = ckpt_dir / COMPLETE_MARKER
+    if marker.is_file():
+        recorded = marker.read_text(encoding="utf-8", errors="replace").strip()
+        if re.fullmatch(r"[0-9a-f]{64}", recorded) and recorded != sha256_file(ckpt_dir / MANIFEST_NAME):
+            raise CheckpointError(
+                f"checkpoint {ckpt_dir}: file {MANIFEST_NAME} does not match the hash in {COMPLETE_MARKER} (corrupted)"
+            )
+    for rel, entry in sorted(manifest["files"].items()):
+        path = _safe_member(ckpt_dir, rel)
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint {ckpt_dir}: file {rel} listed in the manifest is missing")
+        size = path.stat().st_size
+        if size != entry.get("size"):
+            raise CheckpointError(
+                f"checkpoint {ckpt_dir}: file {rel} has size {size}, manifest says {entry.get('size')} (corrupted)"
+            )
+        if sha256_file(path) != entry.get("sha256"):
+            raise CheckpointError(f"checkpoint {ckpt_dir}: file {rel} fails its sha256 check (corrupted)")
+    return manifest
+
+
+def _fsync_path(path: Path, directory: bool = False) -> None:
+    """fsync a file or directory; directories cannot be fsynced everywhere, so that part is best effort."""
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        if directory:
+            return
+        raise
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not directory:
+            raise
+    finally:
+        os.close(fd)
+
+
+def _write_marker(final_dir: Path) -> None:
+    """Write COMPLETE (holding the manifest's sha256 when there is one) and make it durable."""
+    manifest = final_dir / MANIFEST_NAME
+    content = sha256_file(manifest) if manifest.is_file() else "complete"
+    marker = final_dir / COMPLETE_MARKER
+    with open(marker, "w", encoding="utf-8") as handle:
+        handle.write(content + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    _fsync_path(final_dir, directory=True)
+
+
+def publish_atomically(tmp_dir: str | Path, final_dir: str | Path) -> Path:
+    """Make tmp_dir durable, rename it to final_dir, then write the COMPLETE marker last.
+
+    An existing final_dir is moved aside before the rename and deleted only after the marker is down,
+    so a crash at any point leaves either the old or the new checkpoint recognisable.
+    """
+    tmp_dir, final_dir = Path(tmp_dir), Path(final_dir)
+    if not tmp_dir.is_dir():
+        raise CheckpointError(f"cannot publish {tmp_dir}: not a directory")
+    (tmp_dir / COMPLETE_MARKER).unlink(missing_ok=True)  # only the publish step may mark complete
+    for path in sorted(tmp_dir.rglob("*"), reverse=True):
+        if path.is_symlink():
+            continue
+        _fsync_path(path, directory=path.is_dir())
+    _fsync_path(tmp_dir, directory=True)
+
+    parent = final_dir.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    aside = None
+    if final_dir.exists():
+        aside = parent / f".old-{final_dir.name}-{os.getpid()}"
+        if aside.exists():
+            shutil.rmtree(aside)
+        os.replace(final_dir, aside)
+    os.replace(tmp_dir, final_dir)
+    _fsync_path(parent, directory=True)
+    _write_marker(final_dir)
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
+        _fsync_path(parent, directory=True)
+    return final_dir
+
+
+def is_complete(ckpt_dir: str | Path) -> bool:
+    """True when the save finished: the marker and the manifest are both present (no hashing)."""
+    ckpt_dir = Path(ckpt_dir)
+    return (ckpt_dir / COMPLETE_MARKER).is_file() and (ckpt_dir / MANIFEST_NAME).is_file()
+
+
+def list_checkpoints(output_dir: str | Path) -> list[tuple[int, Path]]:
+    """All `checkpoint-<step>` directories in output_dir (complete or not), sorted by step."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return []
+    found = []
+    for child in output_dir.iterdir():
+        match = CHECKPOINT_DIR_RE.match(child.name)
+        if match and child.is_dir():
+            found.append((int(match.group(1)), child))
+    return sorted(found, key=lambda item: item[0])
+
+
+def find_latest_checkpoint(
+    output_dir: str | Path, verify: bool = True, log: Callable[[str], object] = print
+) -> Path | None:
+    """Newest complete checkpoint that verifies; newer partial or corrupt ones are skipped and reported."""
+    for _step, path in reversed(list_checkpoints(output_dir)):
+        if not is_complete(path):
+            log(f"skipping {path.name}: incomplete (no {COMPLETE_MARKER} marker) — a save was interrupted")
+            continue
+        if verify:
+            try:
+                verify_checkpoint(path)
+            except CheckpointError as exc:
+                log(f"skipping {path.name}: corrupt — {exc}")
+                continue
+        return path
+    return None
