@@ -1,0 +1,72 @@
+"""One adapted projection: frozen base Linear/Conv1D plus E LoRA experts mixed by a shared router.
+
+All experts' deltas are computed in two matmuls: the A matrices concatenated to rank E*r, the E*r
+activations scaled block-wise by the routing weights, then the concatenated B matrices. Sparse routing only
+zeroes weights, so it never costs more than dense routing.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from dylora_moe.model.router import Router
+from dylora_moe.model.targets import linear_shape
+
+
+class MoELoRALinear(nn.Module):
+    def __init__(
+        self,
+        base: nn.Module,
+        router: Router,
+        num_experts: int,
+        r: int,
+        scaling: float,
+        dropout: float,
+        init_b_std: float,
+    ):
+        super().__init__()
+        shape = linear_shape(base)
+        if shape is None:
+            raise TypeError(f"cannot adapt {type(base).__name__}: only Linear and Conv1D are supported")
+        self.in_features, self.out_features = shape
+        self.base = base
+        self.r = r
+        self.scaling = scaling
+        self.init_b_std = init_b_std
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.lora_A = nn.ParameterList()
+        self.lora_B = nn.ParameterList()
+        self.__dict__["router"] = router  # shared with sibling projections; registered once on the model
+        self.add_experts(num_experts)
+
+    @property
+    def num_experts(self) -> int:
+        return len(self.lora_A)
+
+    def add_experts(self, count: int) -> None:
+        """Append `count` freshly initialised experts; existing experts are untouched."""
+        weight = next(self.base.parameters())
+        device = weight.device
+        for _ in range(count):
+            a = torch.empty(self.r, self.in_features, device=device)
+            nn.init.kaiming_uniform_(a, a=math.sqrt(5))
+            b = torch.randn(self.out_features, self.r, device=device) * self.init_b_std
+            self.lora_A.append(nn.Parameter(a))
+            self.lora_B.append(nn.Parameter(b))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.base(x)
+        weights = self.router(x)  # (..., E)
+        a = torch.cat(tuple(self.lora_A), dim=0)  # (E*r, in)
+        b = torch.cat(tuple(self.lora_B), dim=1)  # (out, E*r)
+        hidden = F.linear(self.dropout(x).to(a.dtype), a)  # (..., E*r)
+        hidden = (hidden.unflatten(-1, (self.num_experts, self.r)) * weights.to(a.dtype).unsqueeze(-1)).flatten(-2)
+        delta = F.linear(hidden, b) * self.scaling
+        return out + delta.to(out.dtype)
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, experts={self.num_experts}, r={self.r}"

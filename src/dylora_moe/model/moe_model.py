@@ -1,0 +1,219 @@
+"""DyLoRA-MoE: a frozen causal LM whose target projections carry routed LoRA experts.
+
+One forward pass of the base model does everything: routers sit inside the adapted projections, so there is
+no separate routing pass, and `generate()` (with or without KV cache) routes exactly as training does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from transformers.utils import ModelOutput
+
+from dylora_moe.errors import UserError
+from dylora_moe.model.config import DyLoRAConfig
+from dylora_moe.model.layer import MoELoRALinear
+from dylora_moe.model.router import Router, RoutingContext
+from dylora_moe.model.targets import default_targets, find_targets, gate_key, linear_shape
+
+
+@dataclass
+class DyLoRAOutput(ModelOutput):
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    cache: object | None = None  # the base model's KV cache, when it returned one
+    lm_loss: torch.Tensor | None = None
+    balance_loss: torch.Tensor | None = None
+    expert_usage: torch.Tensor | None = None  # (E,) mean routing weight per expert
+    routing_entropy: torch.Tensor | None = None
+
+
+def shifted_lm_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    label_smoothing: float = 0.0,
+    num_items_in_batch: int | torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Next-token cross entropy: position t predicts label t+1; -100 is ignored; smoothing on shifted labels."""
+    shift_logits = logits[..., :-1, :].reshape(-1, logits.shape[-1]).float()
+    shift_labels = labels[..., 1:].reshape(-1).to(shift_logits.device)
+    total = F.cross_entropy(
+        shift_logits, shift_labels, ignore_index=-100, label_smoothing=label_smoothing, reduction="sum"
+    )
+    if num_items_in_batch is None:
+        num_items_in_batch = (shift_labels != -100).sum().clamp_min(1)
+    return total / num_items_in_batch
+
+
+class DyLoRAMoEModel(nn.Module):
+    """Wraps any `AutoModelForCausalLM`; only experts and routers are trainable."""
+
+    def __init__(self, base_model: nn.Module, config: DyLoRAConfig):
+        super().__init__()
+        if config.num_experts < 1:
+            raise UserError(f"num_experts must be at least 1, got {config.num_experts}")
+        if config.top_k < 1:
+            raise UserError(f"top_k must be at least 1, got {config.top_k}")
+        model_type = getattr(getattr(base_model, "config", None), "model_type", "") or ""
+        config.model_type = config.model_type or model_type
+        if not config.target_modules:
+            config.target_modules = default_targets(model_type)
+        self.dylora_config = config
+        self.base_model = base_model
+        self.label_smoothing = 0.0
+        for param in self.base_model.parameters():
+            param.requires_grad_(False)
+        self.routing = RoutingContext(top_k=config.top_k, temperature=config.router_temperature)
+        self.routers = nn.ModuleDict()
+        self.register_buffer("maturity", torch.zeros(config.num_experts, dtype=torch.bool))
+        self._inject()
+        self.base_model.register_forward_pre_hook(self._before_base_forward, with_kwargs=True)
+        self.train(base_model.training)  # new LoRA modules follow the base's mode (HF loads in eval mode)
+
+    # ----------------------------------------------------------------- construction
+    def _inject(self) -> None:
+        cfg = self.dylora_config
+        targets = find_targets(self.base_model, cfg.target_modules)
+        if not targets:
+            raise UserError(
+                f"none of the target modules {cfg.target_modules} exist in this {cfg.model_type or 'model'}; "
+                "pass --target_modules with names of its Linear layers (e.g. q_proj,v_proj or c_attn)"
+            )
+        for name, module in targets:
+            key = gate_key(name).replace(".", "-")
+            in_features, _ = linear_shape(module)
+            if key not in self.routers:
+                router = Router(in_features, cfg.num_experts, self.routing, cfg.init_gate_std)
+                self.routers[key] = router.to(next(module.parameters()).device)
+            adapted = MoELoRALinear(
+                module,
+                self.routers[key],
+                num_experts=cfg.num_experts,
+                r=cfg.lora_r,
+                scaling=cfg.scaling,
+                dropout=cfg.lora_dropout,
+                init_b_std=cfg.init_lora_b_std,
+            )
+            parent_name, _, leaf = name.rpartition(".")
+            parent = self.base_model.get_submodule(parent_name) if parent_name else self.base_model
+            setattr(parent, leaf, adapted)
+
+    def adapted_layers(self) -> list[tuple[str, MoELoRALinear]]:
+        return [(n, m) for n, m in self.base_model.named_modules() if isinstance(m, MoELoRALinear)]
+
+    # ----------------------------------------------------------------- experts & maturity
+    @property
+    def num_experts(self) -> int:
+        return int(self.maturity.numel())
+
+    @property
+    def is_sparse(self) -> bool:
+        """Sparse top-k routing once every expert is mature; dense softmax otherwise."""
+        return bool(self.maturity.all())
+
+    def set_maturity(self, flags: list[bool]) -> None:
+        if len(flags) != self.num_experts:
+            raise ValueError(f"got {len(flags)} maturity flags for {self.num_experts} experts")
+        self.maturity.copy_(torch.tensor(flags, dtype=torch.bool))
+
+    def mark_mature(self, expert: int, mature: bool = True) -> None:
+        self.maturity[expert] = mature
+
+    def add_experts(self, count: int) -> list[int]:
+        """Add `count` immature experts (each gate grows by one output each); returns their ids."""
+        first = self.num_experts
+        for router in self.routers.values():
+            router.add_experts(count, self.dylora_config.init_gate_std)
+        for _, layer in self.adapted_layers():
+            layer.add_experts(count)
+        grown = torch.zeros(first + count, dtype=torch.bool, device=self.maturity.device)
+        grown[:first] = self.maturity
+        self.maturity = grown
+        self.dylora_config.num_experts = first + count
+        return list(range(first, first + count))
+
+    def expert_parameters(self, expert: int) -> list[nn.Parameter]:
+        params: list[nn.Parameter] = []
+        for _, layer in self.adapted_layers():
+            params += [layer.lora_A[expert], layer.lora_B[expert]]
+        return params
+
+    # ----------------------------------------------------------------- forward
+    def _before_base_forward(self, module, args, kwargs):
+        """Runs before every base forward (training, eval and each generate step)."""
+        for router in self.routers.values():
+            router.clear_cache()
+        self.routing.sparse = self.is_sparse
+        mask = kwargs.get("attention_mask")
+        self.routing.token_mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
+        self.routing.stats = []
+        return None
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        num_items_in_batch: int | torch.Tensor | None = None,
+        **kwargs,
+    ) -> DyLoRAOutput:
+        self.routing.collect_stats = labels is not None
+        try:
+            out = self.base_model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+            result = DyLoRAOutput(logits=out.logits, cache=getattr(out, "cache", None))
+            if labels is None:
+                return result
+            lm_loss = shifted_lm_loss(out.logits, labels, self.label_smoothing, num_items_in_batch)
+            stats = self.routing.stats
+            if stats:
+                balance = torch.stack([s.balance_loss for s in stats]).mean()
+                result.expert_usage = torch.stack([s.usage for s in stats]).mean(0)
+                result.routing_entropy = torch.stack([s.entropy for s in stats]).mean()
+            else:
+                balance = lm_loss.new_zeros(())
+            result.lm_loss = lm_loss
+            result.balance_loss = balance
+            result.loss = lm_loss + self.dylora_config.balance_coefficient * balance.to(lm_loss.dtype)
+            return result
+        finally:
+            self.routing.collect_stats = False
+            self.routing.stats = []
+            for router in self.routers.values():
+                router.clear_cache()
+
+    @torch.no_grad()
+    def generate(self, *args, **kwargs):
+        """The base model's `generate`; routing happens inside each adapted projection, token by token."""
+        self.routing.collect_stats = False
+        try:
+            return self.base_model.generate(*args, **kwargs)
+        finally:
+            for router in self.routers.values():
+                router.clear_cache()
+
+    # ----------------------------------------------------------------- HF plumbing
+    @property
+    def config(self):
+        return self.base_model.config
+
+    @property
+    def generation_config(self):
+        return self.base_model.generation_config
+
+    @property
+    def device(self) -> torch.device:
+        return self.maturity.device
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
+        self.base_model.gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs=gradient_checkpointing_kwargs or {"use_reentrant": False}
+        )
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.base_model.get_input_embeddings()
+
+    def trainable_parameter_count(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)

@@ -1,0 +1,99 @@
+"""Token-level router: one small linear gate per shared projection input.
+
+Dense (softmax with a temperature over all experts) while any expert is immature; sparse top-k (weights
+renormalised over the chosen k) once all are mature. The gate reads the same tensor as the projections it
+serves, so routing costs no extra forward pass; projections sharing that input reuse one routing decision.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class RoutingContext:
+    """State shared by every router of one model for the duration of a forward pass."""
+
+    sparse: bool = False
+    top_k: int = 1
+    temperature: float = 1.0
+    collect_stats: bool = False
+    token_mask: torch.Tensor | None = None  # (batch, seq) 1 for real tokens, 0 for padding
+    stats: list["RouterStats"] = field(default_factory=list)
+
+
+@dataclass
+class RouterStats:
+    balance_loss: torch.Tensor  # differentiable Switch-style auxiliary loss
+    usage: torch.Tensor  # (E,) mean routing weight per expert over real tokens (detached)
+    entropy: torch.Tensor  # mean entropy of the router's softmax over real tokens (detached)
+
+
+class Router(nn.Module):
+    """Linear gate in_features -> num_experts, without bias."""
+
+    def __init__(self, in_features: int, num_experts: int, context: RoutingContext, init_std: float = 0.02):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(num_experts, in_features) * init_std)
+        self.__dict__["context"] = context  # shared plain object, not a sub-module
+        self._cached_input: torch.Tensor | None = None
+        self._cached_weights: torch.Tensor | None = None
+
+    @property
+    def num_experts(self) -> int:
+        return self.weight.shape[0]
+
+    def clear_cache(self) -> None:
+        self._cached_input = None
+        self._cached_weights = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Routing weights (..., E) for input x (..., in_features); reused when x is the same tensor."""
+        if self._cached_input is x and self._cached_weights is not None:
+            return self._cached_weights
+        ctx = self.context
+        logits = F.linear(x.to(self.weight.dtype), self.weight) / ctx.temperature
+        probs = torch.softmax(logits.float(), dim=-1)
+        if ctx.sparse:
+            k = min(ctx.top_k, self.num_experts)
+            top_values, top_index = logits.float().topk(k, dim=-1)
+            weights = torch.zeros_like(probs).scatter(-1, top_index, torch.softmax(top_values, dim=-1))
+        else:
+            weights = probs
+        if ctx.collect_stats:
+            ctx.stats.append(self._stats(probs, weights, ctx))
+        weights = weights.to(x.dtype)
+        self._cached_input, self._cached_weights = x, weights
+        return weights
+
+    def _stats(self, probs: torch.Tensor, weights: torch.Tensor, ctx: RoutingContext) -> RouterStats:
+        num_experts = probs.shape[-1]
+        flat_probs = probs.reshape(-1, num_experts)
+        flat_weights = weights.reshape(-1, num_experts)
+        mask = None
+        if ctx.token_mask is not None and ctx.token_mask.numel() == flat_probs.shape[0]:
+            mask = ctx.token_mask.reshape(-1, 1).to(flat_probs.dtype)
+        if mask is None:
+            mask = torch.ones(flat_probs.shape[0], 1, device=flat_probs.device, dtype=flat_probs.dtype)
+        count = mask.sum().clamp_min(1.0)
+        k = min(ctx.top_k, num_experts) if ctx.sparse else 1
+        chosen = flat_probs.detach().topk(k, dim=-1).indices
+        assigned = torch.zeros_like(flat_probs).scatter(-1, chosen, 1.0 / k)
+        fraction_assigned = (assigned * mask).sum(0) / count
+        mean_prob = (flat_probs * mask).sum(0) / count
+        balance = num_experts * (fraction_assigned * mean_prob).sum()
+        usage = ((flat_weights.detach() * mask).sum(0) / count).float()
+        token_entropy = -(flat_probs.detach() * flat_probs.detach().clamp_min(1e-12).log()).sum(-1, keepdim=True)
+        entropy = (token_entropy * mask).sum() / count
+        return RouterStats(balance_loss=balance, usage=usage, entropy=entropy)
+
+    def add_experts(self, count: int, init_std: float) -> None:
+        """Grow by `count` outputs; existing rows are kept bit for bit."""
+        new_rows = torch.randn(count, self.weight.shape[1], device=self.weight.device) * init_std
+        grown = torch.cat([self.weight.data, new_rows.to(self.weight.dtype)], dim=0)
+        self.weight = nn.Parameter(grown, requires_grad=self.weight.requires_grad)
+        self.clear_cache()
