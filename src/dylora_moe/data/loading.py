@@ -1,0 +1,138 @@
+"""Raw rows for one `--datasets` item: a local file, the hub, or the embedded stdlib miner.
+
+Why the offline check comes first: `datasets` retries an unreachable hub for ~20 s per dataset before it
+fails with a long traceback; a user without network needs one line telling them to bind a local file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dylora_moe.data.formats import RowFormat, detect_format
+from dylora_moe.data.registry import REGISTRY, DatasetSpec
+from dylora_moe.data.stdlib_mining import mine_stdlib, stdlib_identity
+from dylora_moe.errors import UserError
+
+_OFFLINE_VARS = ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")
+_LOCAL_SUFFIXES = (".json", ".jsonl", ".parquet")
+
+
+@dataclass
+class LoadedSource:
+    """Rows of one source, the format that maps them, and what identifies them for the fingerprint."""
+
+    spec: DatasetSpec
+    rows: list[dict]
+    row_format: RowFormat
+    identity: dict = field(default_factory=dict)
+
+
+def load_source(spec: DatasetSpec) -> LoadedSource:
+    if spec.path:
+        return _load_file(spec)
+    if spec.base == "stdlib":
+        rows = mine_stdlib(spec.skill)
+        return LoadedSource(spec, rows, REGISTRY["stdlib"].row_format,
+                            {"kind": "stdlib", "skill": spec.skill, **stdlib_identity()})
+    return _load_hub(spec)
+
+
+def hub_offline() -> bool:
+    """True when the environment says the hub must not be contacted."""
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in _OFFLINE_VARS)
+
+
+def hub_unreachable_error(name: str, hub_id: str) -> UserError:
+    return UserError(
+        f"dataset '{name}' comes from the Hugging Face hub ({hub_id}), which is offline or unreachable; "
+        f"bind it to a local file instead: --datasets \"{name}=path/to/file.jsonl\" (json, jsonl or parquet)"
+    )
+
+
+def _load_hub(spec: DatasetSpec) -> LoadedSource:
+    entry = REGISTRY[spec.base]
+    assert entry.hub_id is not None
+    if hub_offline():
+        raise hub_unreachable_error(spec.name, entry.hub_id)
+    import datasets  # heavy; only when the hub is really used
+
+    rows: list[dict] = []
+    try:
+        for split in entry.hub_splits:
+            rows.extend(datasets.load_dataset(entry.hub_id, entry.hub_config, split=split).to_list())
+    except Exception as exc:  # noqa: BLE001 - only network failures are re-worded, the rest propagate
+        if _is_network_error(exc):
+            raise hub_unreachable_error(spec.name, entry.hub_id) from exc
+        raise
+    identity = {"kind": "hub", "hub_id": entry.hub_id, "config": entry.hub_config, "splits": list(entry.hub_splits)}
+    return LoadedSource(spec, rows, entry.row_format, identity)
+
+
+def _is_network_error(exc: BaseException) -> bool:
+    """Connection problems, whichever HTTP stack (requests, httpx, urllib3) raised them."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        name = type(exc).__name__.lower()
+        if isinstance(exc, (ConnectionError, TimeoutError)) or any(
+            key in name for key in ("connect", "timeout", "offline", "network", "localentrynotfound")
+        ):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _load_file(spec: DatasetSpec) -> LoadedSource:
+    path = Path(spec.path).expanduser()
+    if not path.is_file():
+        raise UserError(f"dataset '{spec.name}': file {spec.path} does not exist; give a json, jsonl or parquet file")
+    suffix = path.suffix.lower()
+    if suffix not in _LOCAL_SUFFIXES:
+        raise UserError(f"dataset '{spec.name}': {path.name} is not json, jsonl or parquet; convert it to one of those")
+    data = path.read_bytes()
+    rows = _parse_rows(spec.name, path, suffix, data)
+    columns = set(rows[0]) if rows else set()
+    entry = REGISTRY.get(spec.base)
+    row_format = entry.row_format if entry else detect_format(columns)
+    if row_format is None:
+        raise UserError(
+            f"dataset '{spec.name}': cannot tell the format of {path.name} (columns: {', '.join(sorted(columns))}); "
+            "expected instruction/input/output, query/answer, conversations, or MBPP's text/code/task_id/test_list"
+        )
+    missing = [c for c in row_format.required if c not in columns]
+    if rows and missing:
+        raise UserError(
+            f"dataset '{spec.name}': {path.name} lacks column(s) {', '.join(missing)} of the {row_format.name} format "
+            f"(found: {', '.join(sorted(columns))}); bind the file to a name whose format it has"
+        )
+    # the file's name and content identify it; its directory does not (runs move between machines)
+    identity = {"kind": "file", "file": path.name, "sha256": hashlib.sha256(data).hexdigest(),
+                "format": row_format.name}
+    return LoadedSource(spec, rows, row_format, identity)
+
+
+def _parse_rows(name: str, path: Path, suffix: str, data: bytes) -> list[dict]:
+    try:
+        if suffix == ".parquet":
+            import io
+
+            import pyarrow.parquet as pq
+
+            return pq.read_table(io.BytesIO(data)).to_pylist()
+        text = data.decode("utf-8-sig")
+        if suffix == ".json" and text.lstrip().startswith(("[", "{")):
+            try:
+                loaded = json.loads(text)
+            except json.JSONDecodeError:
+                loaded = None  # maybe JSON lines saved as .json
+            if isinstance(loaded, dict) and isinstance(loaded.get("data"), list):
+                loaded = loaded["data"]
+            if isinstance(loaded, list):
+                return [r for r in loaded if isinstance(r, dict)]
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    except (ValueError, OSError) as exc:
+        raise UserError(f"dataset '{name}': cannot read {path.name} as {suffix[1:]} ({exc}); check the file") from exc

@@ -1,0 +1,166 @@
+"""`build_datasets`: names -> rows -> examples -> seeded split, subsets and mix -> token ids, with statistics.
+
+Order matters for determinism: each source is mapped and capped first, the eval split is taken from the
+shuffled pool next, then the subsets; only then is text tokenized, once, through one function for both
+splits (so eval text is formatted exactly like training text).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import datasets
+
+from dylora_moe.data.config import DataConfig
+from dylora_moe.data.encoding import encode_batch, uses_chat_template
+from dylora_moe.data.fingerprint import digest_rows, fingerprint, tokenizer_identity
+from dylora_moe.data.loading import LoadedSource, load_source
+from dylora_moe.data.prompting import PROMPT_TEMPLATE_VERSION, format_prompt
+from dylora_moe.data.registry import parse_datasets
+from dylora_moe.data.splitting import (cap, check_percent, interleave, parse_weights, random_subset, rng_for,
+                                       shuffled_split)
+from dylora_moe.errors import UserError
+
+log = logging.getLogger(__name__)
+
+FEATURES = datasets.Features({"input_ids": datasets.Sequence(datasets.Value("int64")),
+                              "labels": datasets.Sequence(datasets.Value("int64"))})
+
+Example = tuple[str, str, str, str]  # (source name, instruction, input, response)
+
+
+@dataclass
+class PreparedData:
+    """Tokenized train/eval sets plus what identifies them."""
+
+    train: datasets.Dataset
+    eval: datasets.Dataset
+    fingerprint: str
+    stats: dict = field(default_factory=dict)
+    sources: list[str] = field(default_factory=list)
+
+
+def build_datasets(cfg: DataConfig, tokenizer) -> PreparedData:
+    """Load, map, split, subset, mix and tokenize the datasets named in `cfg.datasets`."""
+    _check(cfg)
+    specs = parse_datasets(cfg.datasets)
+    names = [s.name for s in specs]
+    loaded = [load_source(s) for s in specs]
+    stats: dict = {"sources": {}, "mixing": cfg.mixing}
+    per_source: dict[str, list[Example]] = {}
+    for src in loaded:
+        examples, skipped = _examples(src)
+        capped = cap(examples, cfg.max_examples_per_dataset, rng_for(cfg.seed, "cap", src.spec.name))
+        if not capped:
+            raise UserError(f"dataset '{src.spec.name}' has no usable rows (of {len(src.rows)}); "
+                            "check that the file holds instruction/response pairs")
+        per_source[src.spec.name] = capped
+        stats["sources"][src.spec.name] = {"rows": len(src.rows), "examples": len(examples),
+                                           "skipped_empty": skipped, "used": len(capped)}
+
+    train_ex, eval_ex = _split_and_mix(cfg, names, per_source)
+    train_ex = random_subset(train_ex, cfg.training_subset, rng_for(cfg.seed, "training_subset"))
+    eval_ex = random_subset(eval_ex, cfg.eval_subset, rng_for(cfg.seed, "eval_subset"))
+    for name in names:
+        stats["sources"][name]["train"] = sum(1 for e in train_ex if e[0] == name)
+        stats["sources"][name]["eval"] = sum(1 for e in eval_ex if e[0] == name)
+
+    chat = uses_chat_template(tokenizer, cfg.use_chat_template)
+    if cfg.use_chat_template and not chat:
+        log.warning("--use_chat_template: the tokenizer has no chat template; using the built-in prompt template")
+    stats["template"] = "chat" if chat else "prompt"
+    train_ds, stats["train"], train_sha = _encode(cfg, tokenizer, train_ex, chat)
+    eval_ds, stats["eval"], eval_sha = _encode(cfg, tokenizer, eval_ex, chat)
+    if len(train_ds) == 0:
+        raise UserError(f"no training examples left after truncation at --max_seq_length {cfg.max_seq_length}; "
+                        "raise --max_seq_length or drop --drop_truncated")
+    for split in ("train", "eval"):
+        s = stats[split]
+        log.info("data %s: %d examples, %d truncated at %d tokens, %d dropped (%d truncated, %d prompt too long)",
+                 split, s["kept"], s["truncated"], cfg.max_seq_length, s["dropped_truncated"] + s["dropped_prompt_too_long"],
+                 s["dropped_truncated"], s["dropped_prompt_too_long"])
+
+    inputs = {
+        "config": {**cfg.to_dict(), "datasets": names},  # paths live in the sources' identities
+        "sources": [{"name": src.spec.name, **src.identity, "rows": len(src.rows)} for src in loaded],
+        "template": _template_identity(tokenizer, chat),
+        "tokenizer": tokenizer_identity(tokenizer),
+        "train": {"size": len(train_ds), "sha256": train_sha},
+        "eval": {"size": len(eval_ds), "sha256": eval_sha},
+    }
+    stats["fingerprint_inputs"] = inputs
+    return PreparedData(train=train_ds, eval=eval_ds, fingerprint=fingerprint(inputs), stats=stats, sources=names)
+
+
+def _check(cfg: DataConfig) -> None:
+    check_percent(cfg.training_subset, "--training_subset")
+    check_percent(cfg.eval_subset, "--eval_subset")
+    if cfg.max_seq_length < 2:
+        raise UserError(f"--max_seq_length must be at least 2, got {cfg.max_seq_length}")
+    if cfg.mixing not in ("concat", "interleave"):
+        raise UserError(f"--mixing must be 'concat' or 'interleave', got '{cfg.mixing}'")
+    if cfg.mix_weights and cfg.mixing != "interleave":
+        raise UserError("--mix_weights only applies with --mixing interleave; add --mixing interleave or drop it")
+    if cfg.max_examples_per_dataset is not None and cfg.max_examples_per_dataset < 1:
+        raise UserError(f"--max_examples_per_dataset must be at least 1, got {cfg.max_examples_per_dataset}")
+
+
+def _examples(src: LoadedSource) -> tuple[list[Example], int]:
+    """Map rows with the source's format; rows without instruction or response are skipped and counted."""
+    out: list[Example] = []
+    skipped = 0
+    for row in src.rows:
+        mapped = src.row_format.to_example(row)
+        if mapped is None:
+            continue  # deliberately excluded (e.g. MBPP tasks outside the train split)
+        instruction, inp, response = mapped
+        if not instruction.strip() or not response.strip():
+            skipped += 1
+            continue
+        out.append((src.spec.name, instruction, inp, response))
+    return out, skipped
+
+
+def _split_and_mix(cfg: DataConfig, names: list[str], per_source: dict[str, list[Example]]):
+    if cfg.mixing == "concat":
+        pool = [e for name in names for e in per_source[name]]
+        return shuffled_split(pool, cfg.eval_fraction, rng_for(cfg.seed, "split"))
+    weights = parse_weights(cfg.mix_weights, names)
+    train_parts: dict[str, list[Example]] = {}
+    eval_pool: list[Example] = []
+    for name in names:
+        train_parts[name], held = shuffled_split(per_source[name], cfg.eval_fraction, rng_for(cfg.seed, "split", name))
+        eval_pool.extend(held)
+    rng_for(cfg.seed, "eval_order").shuffle(eval_pool)
+    return interleave(train_parts, weights, rng_for(cfg.seed, "interleave")), eval_pool
+
+
+def _encode(cfg: DataConfig, tokenizer, examples: list[Example], chat: bool) -> tuple[datasets.Dataset, dict, str]:
+    """Tokenize one split; returns the dataset, its statistics and the hash of its ids and labels."""
+    encoded = encode_batch(tokenizer, [(ins, inp, resp) for _, ins, inp, resp in examples],
+                           max_seq_length=cfg.max_seq_length, train_on_prompt=cfg.train_on_prompt, chat=chat)
+    ids, labels = [], []
+    s = {"examples": len(examples), "kept": 0, "truncated": 0, "dropped_truncated": 0, "dropped_prompt_too_long": 0}
+    for enc in encoded:
+        if enc is None:
+            s["dropped_prompt_too_long"] += 1
+            continue
+        if enc.truncated:
+            s["truncated"] += 1
+            if cfg.drop_truncated:
+                s["dropped_truncated"] += 1
+                continue
+        ids.append(enc.input_ids)
+        labels.append(enc.labels)
+    s["kept"] = len(ids)
+    s["tokens"] = sum(len(x) for x in ids)
+    s["label_tokens"] = sum(sum(1 for t in lab if t != -100) for lab in labels)
+    dataset = datasets.Dataset.from_dict({"input_ids": ids, "labels": labels}, features=FEATURES)
+    return dataset, s, digest_rows(ids, labels)
+
+
+def _template_identity(tokenizer, chat: bool) -> dict:
+    if chat:
+        return {"kind": "chat", "chat_template": tokenizer.chat_template}
+    return {"kind": "prompt", "version": PROMPT_TEMPLATE_VERSION, "text": format_prompt("{instruction}", "{input}")}

@@ -1,0 +1,76 @@
+"""Dataset names users pass to `--datasets`, their hub ids and row formats, and the spec parser."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dylora_moe.data.formats import ALPACA, MBPP, QUERY_ANSWER, SHAREGPT, STDLIB, RowFormat
+from dylora_moe.data.stdlib_mining import STDLIB_SKILLS
+from dylora_moe.errors import UserError
+
+
+@dataclass(frozen=True)
+class RegistryEntry:
+    """A known dataset: where it lives on the hub and how its rows map to examples."""
+
+    name: str
+    hub_id: str | None
+    row_format: RowFormat
+    hub_config: str | None = None
+    hub_splits: tuple[str, ...] = ("train",)
+
+
+REGISTRY: dict[str, RegistryEntry] = {
+    e.name: e
+    for e in (
+        RegistryEntry("code_alpaca", "sahil2801/CodeAlpaca-20k", ALPACA),
+        # all four hub splits are loaded and re-split by task id (the benchmark's test tasks are never trained on)
+        RegistryEntry("mbpp", "google-research-datasets/mbpp", MBPP, "full", ("train", "validation", "test", "prompt")),
+        RegistryEntry("evol_instruct", "nickrosh/Evol-Instruct-Code-80k-v1", ALPACA),
+        RegistryEntry("code_feedback", "m-a-p/CodeFeedback-Filtered-Instruction", QUERY_ANSWER),
+        RegistryEntry("python_code_instructions_18k", "iamtarun/python_code_instructions_18k_alpaca", ALPACA),
+        RegistryEntry("python_codes_25k", "flytech/python-codes-25k", ALPACA),
+        RegistryEntry("python_code_23k_sharegpt", "ajibawa-2023/Python-Code-23k-ShareGPT", SHAREGPT),
+        RegistryEntry("stdlib", None, STDLIB),
+    )
+}
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One item of `--datasets`: `name`, `name=path` or `stdlib:skill`."""
+
+    name: str  # as written before any '=' (also the key of --mix_weights)
+    base: str  # registry name, or the name itself for a custom local file
+    path: str | None = None
+    skill: str | None = None
+
+
+def known_names() -> list[str]:
+    return list(REGISTRY) + [f"stdlib:{s}" for s in STDLIB_SKILLS]
+
+
+def parse_datasets(text: str) -> list[DatasetSpec]:
+    """Parse `--datasets`; unknown names list the known ones, duplicates are refused."""
+    specs: list[DatasetSpec] = []
+    for item in (part.strip() for part in (text or "").split(",")):
+        if not item:
+            continue
+        name, _, path = (s.strip() for s in item.partition("="))
+        base, _, skill = name.partition(":")
+        if not name or (_ and not path):
+            raise UserError(f"bad --datasets item '{item}'; expected NAME or NAME=PATH, e.g. code_alpaca=data.json")
+        if base not in REGISTRY and not path:
+            raise UserError(
+                f"unknown dataset '{name}'; known: {', '.join(known_names())}; "
+                f"or bind any name to a local file: --datasets \"{name}=path/to/file.jsonl\""
+            )
+        if skill and (base != "stdlib" or skill not in STDLIB_SKILLS):
+            raise UserError(f"unknown dataset '{name}'; only stdlib has skills: "
+                            f"{', '.join(f'stdlib:{s}' for s in STDLIB_SKILLS)}")
+        if any(s.name == name for s in specs):
+            raise UserError(f"dataset '{name}' is listed twice in --datasets; list each dataset once")
+        specs.append(DatasetSpec(name=name, base=base, path=path or None, skill=skill or None))
+    if not specs:
+        raise UserError("--datasets is empty; expected e.g. --datasets stdlib or --datasets code_alpaca,mbpp")
+    return specs
