@@ -1,0 +1,62 @@
+"""Where does a resume start from? Any path or store URI → one local, verified checkpoint directory.
+
+Why one function: `--resume_from_checkpoint` and `--wandb_checkpoint_artifact` (or
+WANDB_CHECKPOINT_ARTIFACT) accept the same URIs, and the trainer must never resume from a checkpoint
+that was not verified against its manifest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from dylora_moe.checkpoint.manifest import (
+    MANIFEST_NAME,
+    CheckpointError,
+    find_latest_checkpoint,
+    list_checkpoints,
+    verify_checkpoint,
+)
+from dylora_moe.checkpoint.stores.fsspec_store import INDEX_NAME
+from dylora_moe.checkpoint.stores.uri import is_wandb_uri, open_store, split_ref
+
+
+def resolve_resume_source(
+    uri_or_path: str | Path,
+    log: Callable[[str], object] = print,
+    dest: str | Path | None = None,
+    storage_options: dict | None = None,
+) -> Path:
+    """Return a verified local checkpoint dir for a checkpoint dir, an output dir or any store URI.
+
+    - a checkpoint directory (has manifest.json): verified in place;
+    - a training output directory: its newest complete checkpoint that verifies;
+    - a store (local store dir, file://, gs://, s3://, wandb://, entity/project/name:alias):
+      downloaded (cached) and verified.
+    """
+    text = str(uri_or_path).strip()
+    if is_wandb_uri(text):
+        from dylora_moe.checkpoint.stores.wandb_store import check_wandb_download_preconditions
+
+        check_wandb_download_preconditions(text)
+    local = Path(text[len("file://"):] if text.startswith("file://") else text)
+    if "://" not in text or text.startswith("file://"):
+        if local.is_dir() and (local / MANIFEST_NAME).is_file():
+            verify_checkpoint(local)
+            return local
+        if local.is_dir() and list_checkpoints(local) and not (local / INDEX_NAME).exists():
+            found = find_latest_checkpoint(local, log=log)
+            if found is None:
+                raise CheckpointError(
+                    f"no complete, verified checkpoint in {local}; every checkpoint-* there is partial or corrupt"
+                )
+            return found
+        base, _ref = split_ref(text)
+        base_path = Path(base[len("file://"):] if base.startswith("file://") else base)
+        if not is_wandb_uri(text) and not (base_path / INDEX_NAME).is_file():
+            raise CheckpointError(
+                f"{text} is not a checkpoint, an output directory with checkpoint-* dirs, or a checkpoint store "
+                f"(no {MANIFEST_NAME} or {INDEX_NAME}); check the path"
+            )
+    store, ref = open_store(text, storage_options)
+    return store.download(ref, dest, log=log)

@@ -1,0 +1,156 @@
+"""The one interface every checkpoint store implements, plus the shared verified-download cache.
+
+Why: training, resuming and the CLI should not care whether checkpoints live in W&B, a directory,
+gs:// or s3://. Every backend has immutable versions `v0, v1, …`, moving aliases (`latest` always the
+newest, `best`, `final`, `step-N`, user aliases), and downloads that are verified file by file against
+the checkpoint manifest before anyone may resume from them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dylora_moe.checkpoint.manifest import (
+    MANIFEST_NAME,
+    CheckpointError,
+    is_complete,
+    publish_atomically,
+    sha256_file,
+    verify_checkpoint,
+)
+
+VERSION_RE = re.compile(r"^v(\d+)$")
+
+
+@dataclass
+class VersionInfo:
+    """One immutable version of a checkpoint in a store."""
+
+    version: str  # "v3"
+    aliases: list[str] = field(default_factory=list)
+    metadata: dict = field(default_factory=dict)
+    size: int = 0  # bytes of all files
+    digest: str = ""  # sha256 of the checkpoint's manifest.json: equal digests = identical content
+    created: str = ""
+
+    @property
+    def index(self) -> int:
+        match = VERSION_RE.match(self.version)
+        return int(match.group(1)) if match else -1
+
+
+def cache_root() -> Path:
+    """Where verified downloads are kept: $DYLORA_MOE_CACHE_DIR or ~/.cache/dylora-moe/artifacts."""
+    env = os.environ.get("DYLORA_MOE_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "dylora-moe" / "artifacts"
+
+
+def manifest_digest(ckpt_dir: str | Path) -> str:
+    """The content identity of a checkpoint: sha256 of its manifest (which hashes every file)."""
+    return sha256_file(Path(ckpt_dir) / MANIFEST_NAME)
+
+
+def describe_versions(versions: list[VersionInfo]) -> str:
+    """'v0 (step-10), v1 (latest, best)' — for error messages that list what does exist."""
+    if not versions:
+        return "none"
+    return ", ".join(f"{v.version} ({', '.join(v.aliases)})" if v.aliases else v.version for v in versions)
+
+
+class CheckpointStore(ABC):
+    """Abstract store: publish local checkpoint dirs as versions, resolve refs, download verified copies."""
+
+    uri: str
+
+    @abstractmethod
+    def publish(self, local_dir: str | Path, aliases: list[str] | tuple[str, ...] = (), metadata: dict | None = None) -> VersionInfo:
+        """Upload a complete, verified checkpoint dir as a new version (or re-alias identical content)."""
+
+    @abstractmethod
+    def list_versions(self) -> list[VersionInfo]:
+        """All published versions, oldest first, with their current aliases."""
+
+    @abstractmethod
+    def _fetch(self, info: VersionInfo, dest: Path) -> None:
+        """Copy the files of `info` into the (empty) directory `dest`; verification is done by the caller."""
+
+    def resolve(self, ref: str | None = None) -> VersionInfo:
+        """`None`/'latest' → newest version; 'v3' → that version; anything else → the version with that alias."""
+        versions = self.list_versions()
+        if not versions:
+            raise CheckpointError(f"no checkpoint versions in {self.uri}; publish one first (or check the URI)")
+        if ref is None:
+            return max(versions, key=lambda v: v.index)
+        for info in versions:
+            if info.version == ref or ref in info.aliases:
+                return info
+        if ref == "latest":
+            return max(versions, key=lambda v: v.index)
+        raise CheckpointError(
+            f"version or alias {ref!r} not found in {self.uri}; existing versions: {describe_versions(versions)}"
+        )
+
+    def cache_dir_for(self, info: VersionInfo) -> Path:
+        """Cache location keyed by store URI and version (versions are immutable, so this never goes stale)."""
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", self.uri).strip("_")[:80]
+        key = hashlib.sha256(self.uri.encode()).hexdigest()[:12]
+        return cache_root() / f"{slug}-{key}" / info.version
+
+    def download(self, ref: str | None = None, dest: str | Path | None = None, log=print) -> Path:
+        """Fetch version `ref` into `dest` (default: the cache) and verify every file; reuse a verified copy."""
+        info = self.resolve(ref)
+        target = Path(dest) if dest is not None else self.cache_dir_for(info)
+        if _is_verified_copy(target, info):
+            log(f"using verified copy of {self.uri}:{info.version} at {target}")
+            return target
+        if target.exists() and not target.is_dir():
+            raise CheckpointError(f"download destination {target} is a file; give a directory path")
+        if dest is not None and target.is_dir() and any(target.iterdir()) and not (target / MANIFEST_NAME).exists():
+            # never replace a directory that is not a checkpoint: it may hold the user's other files
+            raise CheckpointError(f"download destination {target} is not empty; choose an empty or new directory")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.parent / f".tmp-{target.name}-{os.getpid()}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        try:
+            self._fetch(info, tmp)
+            try:
+                verify_checkpoint(tmp, require_complete=False)
+            except CheckpointError as exc:  # name the store version, not our temp dir
+                detail = str(exc).replace(f"checkpoint {tmp}: ", "")
+                raise CheckpointError(f"download of {self.uri}:{info.version} failed verification: {detail}") from None
+            if info.digest and manifest_digest(tmp) != info.digest:
+                raise CheckpointError(
+                    f"{self.uri}:{info.version}: downloaded {MANIFEST_NAME} does not match the version's digest"
+                )
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        publish_atomically(tmp, target)
+        log(f"downloaded {self.uri}:{info.version} ({info.size} bytes) to {target}")
+        return target
+
+
+def _is_verified_copy(target: Path, info: VersionInfo) -> bool:
+    """True when target already holds exactly this version and every file still verifies."""
+    if not is_complete(target):
+        return False
+    try:
+        verify_checkpoint(target)
+    except CheckpointError:
+        return False
+    return not info.digest or manifest_digest(target) == info.digest
+
+
+def checkpoint_size(ckpt_dir: str | Path) -> int:
+    """Total bytes of the files a manifest lists."""
+    from dylora_moe.checkpoint.manifest import read_manifest
+
+    return sum(int(entry["size"]) for entry in read_manifest(ckpt_dir)["files"].values())
