@@ -92,3 +92,30 @@ def test_store_uri_goes_through_resolve_resume_source(monkeypatch, tmp_path):
     state, local = locate_state("wandb://team/proj/ckpt:v2")
     assert calls == ["wandb://team/proj/ckpt:v2"]
     assert (state, local) == (ckpt / "trainer_state.json", ckpt)
+
+
+def test_local_store_dir_and_bare_wandb_path_go_through_the_resolver(monkeypatch, tmp_path):
+    ckpt = _checkpoint(tmp_path / "cache", 30)
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "index.json").write_text("{}")
+    calls = []
+    fake = types.ModuleType("dylora_moe.checkpoint.resolve")
+    fake.resolve_resume_source = lambda uri: (calls.append(uri), ckpt)[1]
+    monkeypatch.setitem(sys.modules, "dylora_moe.checkpoint.resolve", fake)
+    assert locate_state(store)[0] == ckpt / "trainer_state.json"
+    assert locate_state("team/proj/run-ckpt:best")[0] == ckpt / "trainer_state.json"
+    assert calls == [str(store), "team/proj/run-ckpt:best"]
+
+
+def test_file_uri_through_the_real_resolver(tmp_path):
+    pytest.importorskip("dylora_moe.checkpoint.resolve")
+    from dylora_moe.checkpoint.manifest import publish_atomically, write_manifest
+
+    staging = tmp_path / "staging"
+    syn.write_state(staging, global_step=60)
+    (staging / "adapter.safetensors").write_bytes(b"weights")
+    write_manifest(staging, {"global_step": 60})
+    ckpt = publish_atomically(staging, tmp_path / "out" / "checkpoint-60")
+    state, _local = locate_state(f"file://{ckpt}")
+    assert state == ckpt / "trainer_state.json"

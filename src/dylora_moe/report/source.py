@@ -18,11 +18,13 @@ from dylora_moe.errors import UserError
 
 STATE_NAME = "trainer_state.json"
 _URI_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")  # scheme of two or more letters: wandb:, gs://, s3://, file://
+_BARE_WANDB_RE = re.compile(r"^[\w.-]+/[\w.-]+/[\w.-]+:[\w.-]+$")  # entity/project/name:alias
+STORE_INDEX_NAME = "index.json"  # a local checkpoint store (dylora_moe.checkpoint.stores) keeps its versions here
 
 
 def looks_like_uri(source: str) -> bool:
-    """True for `scheme:...` strings (wandb://…, gs://…, s3://…, file://…)."""
-    return bool(_URI_RE.match(source))
+    """True for `scheme:...` strings (wandb://…, gs://…, s3://…, file://…) and bare W&B artifact paths."""
+    return bool(_URI_RE.match(source) or _BARE_WANDB_RE.match(source))
 
 
 def resolve_uri(uri: str) -> Path:
@@ -90,9 +92,9 @@ def locate_state(source: str | os.PathLike) -> tuple[Path, Path]:
     path = Path(text).expanduser()
     if path.is_file():
         return path, path.parent
-    if path.is_dir():
+    if path.is_dir() and (_candidates(path) or not (path / STORE_INDEX_NAME).is_file()):
         return state_file_in(path), path
-    if looks_like_uri(text):
+    if path.is_dir() or looks_like_uri(text):  # a local store dir or a remote one
         local = resolve_uri(text)
         return (local, local.parent) if local.is_file() else (state_file_in(local), local)
     raise UserError(
