@@ -8,6 +8,7 @@ Building a job needs no credentials and makes no network call; `submit_job` in `
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,10 @@ if TYPE_CHECKING:  # heavy SDK import only when a job is actually built
 # Placeholder the entrypoint expands at container start (Vertex sets the variable in the container env).
 CHECKPOINT_DIR_PLACEHOLDER = "${AIP_CHECKPOINT_DIR}"
 NPROC_ENV = "DYLORA_NPROC_PER_NODE"
+NO_CREDENTIALS = (
+    "no Google Cloud credentials found ({exc}); run `gcloud auth application-default login` or set "
+    "GOOGLE_APPLICATION_CREDENTIALS, or use --dry-run to only print the job spec"
+)
 RESUME_FLAGS = ("--resume_from_checkpoint", "--auto_resume", "--no_auto_resume")
 
 
@@ -78,6 +83,34 @@ def validate_accelerator(accelerator_type: str | None, count: int) -> str | None
     if count < 1:
         raise UserError(f"--accelerator-type {name} needs --accelerator-count >= 1, got {count}")
     return name
+
+
+_LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+_LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
+
+
+def validate_labels(labels: dict[str, str]) -> None:
+    """Vertex's label rules (lowercase letters, digits, _ and -; keys start with a letter; <= 63 chars)."""
+    for key, value in labels.items():
+        if not _LABEL_KEY.match(key) or not _LABEL_VALUE.match(value):
+            raise UserError(
+                f"--label {key}={value}: labels must be lowercase letters, digits, '_' or '-', at most 63 "
+                "characters, and keys must start with a letter; e.g. --label team=ml"
+            )
+
+
+def validate_region(region: str) -> None:
+    """A region the installed SDK supports (it would otherwise raise with an unsorted set dump)."""
+    from google.cloud.aiplatform import utils
+
+    try:
+        utils.validate_region(region)
+    except ValueError:
+        from google.cloud.aiplatform.constants import base as constants
+
+        raise UserError(
+            f"unknown Vertex AI region {region!r}; expected one of: {', '.join(sorted(constants.SUPPORTED_REGIONS))}"
+        ) from None
 
 
 def _has_flag(args: list[str], flag: str) -> bool:
@@ -181,10 +214,13 @@ def _apply_scheduling(job: aiplatform.CustomJob, kwargs: dict[str, Any]) -> None
 
 def build_custom_job(options: VertexJobOptions, credentials: Credentials | None = None) -> aiplatform.CustomJob:
     """Construct (not submit) the CustomJob; no network call. `credentials=None` means ADC at submit time."""
+    from google.auth.exceptions import DefaultCredentialsError
     from google.cloud import aiplatform
 
     if not options.staging_bucket.startswith("gs://"):
         raise UserError(f"--staging-bucket must be a gs:// URI, got {options.staging_bucket!r}")
+    validate_region(options.region)
+    validate_labels(options.labels)
     pools = worker_pool_specs(options)
     kwargs = scheduling_kwargs(options)
     try:
@@ -198,8 +234,10 @@ def build_custom_job(options: VertexJobOptions, credentials: Credentials | None 
             labels=dict(options.labels) or None,
             staging_bucket=options.staging_bucket,
         )
-    except ValueError as exc:  # the SDK validates labels and the region
+    except ValueError as exc:  # anything else the SDK checks
         raise UserError(f"invalid Vertex AI job settings: {exc}") from exc
+    except DefaultCredentialsError as exc:
+        raise UserError(NO_CREDENTIALS.format(exc=" ".join(str(exc).split()))) from exc
     _apply_scheduling(job, kwargs)
     return job
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, TextIO
 
-from dylora_moe.cloud.vertex_spec import VertexJobOptions, scheduling_kwargs
+from dylora_moe.cloud.vertex_spec import NO_CREDENTIALS, VertexJobOptions, scheduling_kwargs
 from dylora_moe.errors import UserError
 
 if TYPE_CHECKING:
     from google.cloud import aiplatform
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
 
 
 def submit_job(
@@ -29,12 +33,9 @@ def submit_job(
     try:
         job.submit(create_request_timeout=create_request_timeout, **scheduling_kwargs(options))
     except auth_exceptions.DefaultCredentialsError as exc:
-        raise UserError(
-            f"no Google Cloud credentials found ({exc}); run `gcloud auth application-default login` "
-            "or set GOOGLE_APPLICATION_CREDENTIALS, or use --dry-run to only print the spec"
-        ) from exc
+        raise UserError(NO_CREDENTIALS.format(exc=_one_line(exc))) from exc
     except api_exceptions.GoogleAPICallError as exc:
-        raise UserError(f"Vertex AI refused the job: {exc}") from exc
+        raise UserError(f"Vertex AI refused the job: {_one_line(exc)}", exit_code=1) from exc
     if out is not None:
         print(f"submitted {job.resource_name}", file=out)
         print(f"console: {job._dashboard_uri()}", file=out)
@@ -43,7 +44,7 @@ def submit_job(
     try:
         job.wait_for_completion()  # the SDK logs each state change while it polls
     except RuntimeError as exc:
-        raise UserError(f"job {job.resource_name} did not succeed: {exc}", exit_code=1) from exc
+        raise UserError(f"job {job.resource_name} did not succeed: {_one_line(exc)}", exit_code=1) from exc
     if out is not None:
         print(f"final state: {job.gca_resource.state.name}", file=out)
     return job.gca_resource.state.name
