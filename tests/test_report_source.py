@@ -119,3 +119,18 @@ def test_file_uri_through_the_real_resolver(tmp_path):
     ckpt = publish_atomically(staging, tmp_path / "out" / "checkpoint-60")
     state, _local = locate_state(f"file://{ckpt}")
     assert state == ckpt / "trainer_state.json"
+
+
+def test_store_failure_that_is_not_a_user_error_becomes_one_line(monkeypatch):
+    def unreachable(uri):
+        raise OSError("Cannot connect to host example.invalid:443\nsecond line")
+
+    fake = types.ModuleType("dylora_moe.checkpoint.resolve")
+    fake.resolve_resume_source = unreachable
+    monkeypatch.setitem(sys.modules, "dylora_moe.checkpoint.resolve", fake)
+    with pytest.raises(UserError) as info:
+        locate_state("s3://bucket/run")
+    assert str(info.value) == (
+        "cannot open store URI s3://bucket/run: OSError: Cannot connect to host example.invalid:443; "
+        "check the URI, the network and the credentials, or pass a local checkpoint directory"
+    )

@@ -36,7 +36,15 @@ def resolve_uri(uri: str) -> Path:
             f"cannot open store URI {uri}: dylora_moe.checkpoint.resolve is not available ({exc}); "
             "download the checkpoint and pass its local directory instead"
         ) from exc
-    return Path(resolve_resume_source(uri))
+    try:
+        return Path(resolve_resume_source(uri))
+    except UserError:
+        raise
+    except Exception as exc:  # network/credential failures of the store libraries: still one line
+        raise UserError(
+            f"cannot open store URI {uri}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}; "
+            "check the URI, the network and the credentials, or pass a local checkpoint directory"
+        ) from exc
 
 
 def read_state(path: Path) -> dict:
