@@ -141,9 +141,11 @@ class FsspecStore(CheckpointStore):
             self.fs.rm(final, recursive=True)
         if self._local:
             os.replace(staging, final)
-        else:
-            self.fs.mv(staging, final, recursive=True)
-            self.fs.invalidate_cache()
+            return
+        for rel in sorted(manifest["files"]) + [MANIFEST_NAME]:  # server-side copies, file by file
+            self.fs.copy(posixpath.join(staging, rel), posixpath.join(final, rel))
+        self.fs.rm(staging, recursive=True)
+        self.fs.invalidate_cache()
 
     def _put(self, local: Path, remote: str) -> None:
         """Upload one file (a seam tests use to observe the store mid-upload)."""
