@@ -57,6 +57,8 @@ def encode_batch(tokenizer, examples: list[tuple[str, str | None, str | None]], 
     eos = tokenizer.eos_token_id
     if eos is None:
         raise ValueError("the tokenizer has no eos_token_id; every response must end in EOS")
+    if not examples:
+        return []  # fast tokenizers fail on empty batches
     texts = [prompt_text(tokenizer, ins, inp, chat) for ins, inp, _ in examples]
     prompts = tokenizer(texts, add_special_tokens=not chat)["input_ids"]
     eos_text = str(tokenizer.eos_token)

@@ -56,9 +56,9 @@ def parse_datasets(text: str) -> list[DatasetSpec]:
     for item in (part.strip() for part in (text or "").split(",")):
         if not item:
             continue
-        name, _, path = (s.strip() for s in item.partition("="))
+        name, eq, path = (s.strip() for s in item.partition("="))
         base, _, skill = name.partition(":")
-        if not name or (_ and not path):
+        if not name or (eq and not path):
             raise UserError(f"bad --datasets item '{item}'; expected NAME or NAME=PATH, e.g. code_alpaca=data.json")
         if base not in REGISTRY and not path:
             raise UserError(
