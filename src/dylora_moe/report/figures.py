@@ -11,9 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from dylora_moe.report.history import USAGE_PREFIX, RunHistory
 
@@ -47,6 +49,7 @@ def _finish(fig: Figure, axes: list[Axes], history: RunHistory, title: str, path
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     axes[-1].set_xlabel("optimizer step")
+    axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0].set_title(title)
     fig.tight_layout()
     fig.savefig(path, format="png")
@@ -106,7 +109,9 @@ def expert_usage_figure(history: RunHistory, path: Path) -> Path | None:
         lookup = dict(zip(series.steps, series.values)) if series else {}
         rows.append([lookup.get(s, 0.0) for s in steps])
     fig, axes = _new_figure(1)
-    axes[0].stackplot(steps, *rows, labels=[f"expert {i}" for i in range(experts)], alpha=0.85)
+    palette = colormaps["tab10" if experts <= 10 else "tab20"]
+    axes[0].stackplot(steps, *rows, labels=[f"expert {i}" for i in range(experts)], alpha=0.85,
+                      colors=[palette(i % palette.N) for i in range(experts)])
     axes[0].set_ylabel("mean router weight")
     axes[0].set_ylim(0, max(1.0, max(sum(col) for col in zip(*rows))))
     return _finish(fig, axes, history, "Expert usage (stacked)", path)
