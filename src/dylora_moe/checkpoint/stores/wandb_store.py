@@ -129,6 +129,9 @@ class SdkBackend:
         wandb.Api().artifact(f"{path}:{version}", type=ARTIFACT_TYPE).download(root=str(dest))
 
 
+BACKEND: WandbBackend | None = None  # process-wide override (tests install a fake W&B server side here)
+
+
 class WandbStore(CheckpointStore):
     """W&B artifact collection entity/project/name as a checkpoint store."""
 
@@ -136,7 +139,7 @@ class WandbStore(CheckpointStore):
         self.entity, self.project, self.name = entity, project, name
         self.path = f"{entity}/{project}/{name}"
         self.uri = f"wandb://{self.path}"
-        self.backend = backend or SdkBackend()
+        self.backend = backend or BACKEND or SdkBackend()
 
     def publish(self, local_dir, aliases=(), metadata=None) -> VersionInfo:
         local_dir = Path(local_dir)

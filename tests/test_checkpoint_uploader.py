@@ -1,0 +1,104 @@
+"""Background uploader (retry with backoff, failure report, main-process only) and the Trainer callback."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from ckpt_helpers import make_checkpoint
+
+from dylora_moe.checkpoint.manifest import COMPLETE_MARKER
+from dylora_moe.checkpoint.stores.fsspec_store import FsspecStore
+from dylora_moe.checkpoint.upload_callback import CheckpointUploadCallback, save_aliases
+from dylora_moe.checkpoint.uploader import BackgroundUploader
+
+
+class FlakyStore(FsspecStore):
+    """A real local store whose first `fail` publishes raise, like a dropped connection."""
+
+    def __init__(self, uri, fail):
+        super().__init__(uri)
+        self.fail = fail
+        self.calls = 0
+
+    def publish(self, local_dir, aliases=(), metadata=None):
+        self.calls += 1
+        if self.calls <= self.fail:
+            raise ConnectionError(f"connection reset (call {self.calls})")
+        return super().publish(local_dir, aliases, metadata)
+
+
+def test_retry_with_exponential_backoff_then_success(tmp_path):
+    store = FlakyStore(str(tmp_path / "store"), fail=3)
+    sleeps, logs = [], []
+    up = BackgroundUploader(store, backoff_s=2, max_backoff_s=5, log=logs.append, sleep=sleeps.append)
+    up.submit(make_checkpoint(tmp_path / "out", 10), ["step-10"])
+    assert up.close() == []
+    assert sleeps == [2, 4, 5]
+    assert [v.version for v in up.published] == ["v0"]
+    assert logs[0] == "upload of checkpoint-10 failed (attempt 1): connection reset (call 1); retrying in 2s"
+    assert logs[-1] == f"uploaded checkpoint-10 to {store.uri} as v0 (latest, step-10)"
+
+
+def test_failures_reported_after_all_attempts_and_queue_continues(tmp_path):
+    store = FlakyStore(str(tmp_path / "store"), fail=2)
+    up = BackgroundUploader(store, max_attempts=2, log=lambda m: None, sleep=lambda s: None)
+    up.submit(make_checkpoint(tmp_path / "out", 10))
+    up.submit(make_checkpoint(tmp_path / "out", 20))
+    failures = up.wait()
+    assert [(f.local_dir.name, f.attempts, f.error) for f in failures] == [
+        ("checkpoint-10", 2, "connection reset (call 2)")
+    ]
+    assert [(v.version, v.metadata["global_step"]) for v in store.list_versions()] == [("v0", 20)]
+    up.close()
+
+
+def test_non_main_process_uploads_nothing(tmp_path):
+    store = FsspecStore(str(tmp_path / "store"))
+    up = BackgroundUploader(store, is_main_process=False)
+    up.submit(make_checkpoint(tmp_path / "out", 10))
+    assert up.close() == [] and store.list_versions() == []
+
+
+def _state(step, best=None, main=True):
+    return SimpleNamespace(global_step=step, best_global_step=best, is_world_process_zero=main)
+
+
+def test_callback_aliases_best_final_and_metadata(tmp_path):
+    out = tmp_path / "out"
+    store = FsspecStore(str(tmp_path / "store"))
+    up = BackgroundUploader(store, log=lambda m: None)
+    cb = CheckpointUploadCallback(up, log=lambda m: None)
+    args = SimpleNamespace(output_dir=str(out))
+    make_checkpoint(out, 10)
+    cb.on_save(args, _state(10, best=10), None)
+    make_checkpoint(out, 20)
+    cb.on_save(args, _state(20, best=10), None)
+    cb.on_save(args, _state(30, best=10), None)  # not written / not complete: skipped
+    make_checkpoint(out, 40)
+    cb.on_save(args, _state(40, best=40), None)
+    cb.on_save(args, _state(40, best=40, main=False), None)
+    cb.on_train_end(args, _state(45, best=40), None)  # no checkpoint-45: final goes on the last upload
+    assert up.close() == []
+    assert [(v.version, v.aliases, v.metadata["global_step"]) for v in store.list_versions()] == [
+        ("v0", ["step-10"], 10),
+        ("v1", ["step-20"], 20),
+        ("v2", ["best", "final", "latest", "step-40"], 40),
+    ]
+    assert store.resolve("best").metadata["maturity"] == [True, False, True]
+
+
+def test_save_aliases():
+    assert save_aliases(5, 5) == ["latest", "step-5", "best"]
+    assert save_aliases(5, None) == ["latest", "step-5"]
+
+
+def test_callback_skips_incomplete(tmp_path):
+    out = tmp_path / "out"
+    ckpt = make_checkpoint(out, 10)
+    (ckpt / COMPLETE_MARKER).unlink()
+    logs = []
+    up = BackgroundUploader(FsspecStore(str(tmp_path / "store")))
+    CheckpointUploadCallback(up, log=logs.append).on_save(SimpleNamespace(output_dir=str(out)), _state(10), None)
+    assert up.close() == []
+    assert logs == [f"not uploading {ckpt}: it has no COMPLETE marker (save not finished)"]
