@@ -101,7 +101,7 @@ def test_walk_is_sorted_and_skips_tests(tmp_path):
 def test_cache_is_written_once_and_reused(tmp_path, monkeypatch):
     calls = []
     fake = [{"instruction": "i", "input": "", "output": "def f():\n    pass", "skill": "text", "source": "m.f"}]
-    monkeypatch.setenv("DYLORA_MOE_CACHE", str(tmp_path))
+    monkeypatch.setenv("DYLORA_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(stdlib_mining, "mine_uncached", lambda: calls.append(1) or fake)
     monkeypatch.setattr(stdlib_mining, "_MEMO", {})
     assert mine_stdlib() == fake and calls == [1]

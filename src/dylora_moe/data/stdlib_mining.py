@@ -80,7 +80,7 @@ _MEMO: dict[str, list[dict]] = {}
 
 
 def _cache_path() -> Path:
-    base = Path(os.environ.get("DYLORA_MOE_CACHE") or Path.home() / ".cache" / "dylora-moe")
+    base = Path(os.environ.get("DYLORA_CACHE_DIR") or Path.home() / ".cache" / "dylora-moe")
     ident = {**stdlib_identity(), "stdlib": _stdlib_dir().as_posix()}
     key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
     return base / f"stdlib-py{sys.version_info.major}.{sys.version_info.minor}-{key}.json"
