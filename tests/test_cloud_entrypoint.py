@@ -217,3 +217,15 @@ def test_dockerfile_entrypoint_is_exec_form_on_a_torch_2_6_plus_base():
     torch_version = base.split(":", 1)[1].split("-", 1)[0]  # pytorch/pytorch:<torch>-cuda…
     assert tuple(int(p) for p in torch_version.split(".")[:2]) >= (2, 6)  # transformers 5 disables older torch
     assert 'RUN pip install ".[all]"' in lines
+
+
+def test_missing_torchrun_is_reported_not_a_traceback(tmp_path: Path):
+    env = {**os.environ, "PATH": str(tmp_path), "DYLORA_NPROC_PER_NODE": "2"}  # no torchrun anywhere on PATH
+    proc = subprocess.run(
+        [sys.executable, "-m", "dylora_moe.cloud.entrypoint", "--run_name", "r1"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 127
+    assert proc.stderr.splitlines()[-1] == (
+        "error: could not start torchrun: No such file or directory; is torch installed in the image?"
+    )

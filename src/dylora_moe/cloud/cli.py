@@ -7,8 +7,12 @@ import json
 import os
 import re
 import sys
+from typing import TYPE_CHECKING
 
 from dylora_moe.errors import UserError
+
+if TYPE_CHECKING:
+    from dylora_moe.cloud.vertex_spec import VertexJobOptions
 
 _DURATION = re.compile(r"^(\d+)([smhd]?)$")
 _UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -84,14 +88,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_vertex)
 
 
-def options_from_args(args: argparse.Namespace):
+def options_from_args(args: argparse.Namespace) -> VertexJobOptions:
     """argparse namespace -> VertexJobOptions (UserError for missing or malformed flags)."""
     from dylora_moe.cloud.vertex_spec import VertexJobOptions
 
     missing = [f for f in ("project", "staging_bucket", "image_uri") if not getattr(args, f)]
     if missing:
         flags = ", ".join("--" + m.replace("_", "-") for m in missing)
-        raise UserError(f"submit vertex: missing {flags}; pass them (the project may also come from GOOGLE_CLOUD_PROJECT)")
+        raise UserError(
+            f"submit vertex: missing {flags}; pass them (the project may also come from GOOGLE_CLOUD_PROJECT)"
+        )
     store = None if args.checkpoint_store.lower() in ("", "none") else args.checkpoint_store
     return VertexJobOptions(
         project=args.project,

@@ -101,7 +101,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execvp(command[0], command)  # replaces this process: signals go straight to the trainer
+    try:
+        os.execvp(command[0], command)  # replaces this process: signals go straight to the trainer
+    except OSError as exc:
+        print(f"error: could not start {command[0]}: {exc.strerror}; is torch installed in the image?", file=sys.stderr)
+        return 127
     return 0  # only reached when execvp is patched out (tests)
 
 
