@@ -112,13 +112,12 @@ def fake_secret_manager(monkeypatch):
 
 def test_secret_is_resolved_from_secret_manager_and_never_printed(fake_secret_manager, monkeypatch, capfd):
     calls = []
-    monkeypatch.setattr(entrypoint.os, "execvp", lambda file, argv: calls.append((file, argv)))
+    monkeypatch.setattr(entrypoint.os, "execvpe", lambda file, argv, env: calls.append((file, argv, env)))
     env = {"DYLORA_SECRET_WANDB_API_KEY": RESOURCE, "DYLORA_NPROC_PER_NODE": "1"}
-    monkeypatch.setattr(entrypoint.os, "environ", env)
-    assert entrypoint.main(["--run_name", "r1"]) == 0
+    assert entrypoint.main(["--run_name", "r1"], env=env) == 0
     assert fake_secret_manager.requested == [RESOURCE]
     assert env["WANDB_API_KEY"] == SECRET_VALUE  # trailing newline of `echo … | gcloud secrets create` dropped
-    assert calls == [(sys.executable, [sys.executable, "-m", "dylora_moe", "train", "--run_name", "r1"])]
+    assert calls == [(sys.executable, [sys.executable, "-m", "dylora_moe", "train", "--run_name", "r1"], env)]
     out, err = capfd.readouterr()
     assert SECRET_VALUE not in out + err
     assert "[entrypoint] WANDB_API_KEY: from secret-manager" in err

@@ -91,18 +91,22 @@ def prepare(argv: Sequence[str], env: MutableMapping[str, str]) -> list[str]:
     return command
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Prepare and exec; returns only on a user error (exit code 2)."""
+def main(argv: Sequence[str] | None = None, env: MutableMapping[str, str] | None = None) -> int:
+    """Prepare and exec (with `env`, default os.environ); returns only on an error (2: user error)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    env = os.environ if env is None else env
     try:
-        command = prepare(argv, os.environ)
+        command = prepare(argv, env)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     sys.stdout.flush()
     sys.stderr.flush()
     try:
-        os.execvp(command[0], command)  # replaces this process: signals go straight to the trainer
+        if env is os.environ:
+            os.execvp(command[0], command)  # replaces this process: signals go straight to the trainer
+        else:
+            os.execvpe(command[0], command, dict(env))
     except OSError as exc:
         print(f"error: could not start {command[0]}: {exc.strerror}; is torch installed in the image?", file=sys.stderr)
         return 127
