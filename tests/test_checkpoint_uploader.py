@@ -102,3 +102,20 @@ def test_callback_skips_incomplete(tmp_path):
     CheckpointUploadCallback(up, log=logs.append).on_save(SimpleNamespace(output_dir=str(out)), _state(10), None)
     assert up.close() == []
     assert logs == [f"not uploading {ckpt}: it has no COMPLETE marker (save not finished)"]
+
+
+def test_build_and_finish_with_store_uri(tmp_path):
+    from dylora_moe.checkpoint.upload_setup import build_upload_callback, default_checkpoint_store_uri, finish_uploads
+    from dylora_moe.errors import UserError
+
+    assert build_upload_callback(None) is None and finish_uploads(None) == []
+    with pytest.raises(UserError, match="names a version/alias \\('best'\\)"):
+        build_upload_callback(f"{tmp_path}/store:best")
+    cb = build_upload_callback(str(tmp_path / "store"), log=lambda m: None)
+    make_checkpoint(tmp_path / "out", 10)
+    cb.on_save(SimpleNamespace(output_dir=str(tmp_path / "out")), _state(10, best=10), None)
+    assert finish_uploads(cb) == []
+    assert [v.aliases for v in FsspecStore(str(tmp_path / "store")).list_versions()] == [["best", "latest", "step-10"]]
+    run = SimpleNamespace(name="my run", id="abc", entity="ent", project="proj")
+    assert default_checkpoint_store_uri(run) == "wandb://ent/proj/dylora-moe-checkpoint-my-run"
+    assert default_checkpoint_store_uri(None) is None

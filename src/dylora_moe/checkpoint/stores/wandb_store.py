@@ -97,7 +97,7 @@ class SdkBackend:
             run = wandb.init(entity=entity, project=project, job_type="checkpoint-upload")
         try:
             logged = run.log_artifact(artifact, aliases=list(aliases))
-            if wandb_is_offline() or getattr(run.settings, "_offline", False):
+            if wandb_is_offline() or getattr(run, "offline", False) or getattr(run.settings, "_offline", False):
                 return OFFLINE_VERSION
             logged.wait()
             return logged.version

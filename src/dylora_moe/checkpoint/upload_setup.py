@@ -1,0 +1,59 @@
+"""Wire checkpoint uploads into a training run: pick the store, build uploader + callback.
+
+Why here: the trainer should need two calls — `build_upload_callback(...)` before training and
+`finish_uploads(callback)` before exit — and nothing about stores, threads or aliases.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+
+from dylora_moe.checkpoint.stores.uri import open_store
+from dylora_moe.checkpoint.upload_callback import CheckpointUploadCallback
+from dylora_moe.checkpoint.uploader import BackgroundUploader, UploadFailure
+from dylora_moe.errors import UserError
+
+DEFAULT_ARTIFACT_NAME = "dylora-moe-checkpoint"
+
+
+def default_checkpoint_store_uri(wandb_run=None, artifact_name: str | None = None) -> str | None:
+    """--checkpoint_store default: the active W&B run's project (offline runs stage for `wandb sync`), else None."""
+    if wandb_run is None:
+        return None
+    name = artifact_name or f"{DEFAULT_ARTIFACT_NAME}-{wandb_run.name or wandb_run.id}"
+    name = re.sub(r"[^A-Za-z0-9_.\-]+", "-", name)
+    entity = wandb_run.entity or os.environ.get("WANDB_ENTITY") or "local"
+    return f"wandb://{entity}/{wandb_run.project}/{name}"
+
+
+def build_upload_callback(
+    store_uri: str | None,
+    is_main_process: bool = True,
+    log: Callable[[str], object] = print,
+    max_attempts: int = 4,
+    backoff_s: float = 2.0,
+) -> CheckpointUploadCallback | None:
+    """A Trainer callback that uploads each save to `store_uri` in the background (None: uploads off)."""
+    if not store_uri:
+        return None
+    store, ref = open_store(store_uri)
+    if ref is not None:
+        raise UserError(
+            f"--checkpoint_store {store_uri!r} names a version/alias ({ref!r}); give the store only, "
+            "e.g. gs://bucket/run or wandb://entity/project/name"
+        )
+    uploader = BackgroundUploader(store, is_main_process, max_attempts=max_attempts, backoff_s=backoff_s, log=log)
+    return CheckpointUploadCallback(uploader, log=log)
+
+
+def finish_uploads(callback: CheckpointUploadCallback | None, log: Callable[[str], object] = print) -> list[UploadFailure]:
+    """Wait for pending uploads before the process exits; log and return the ones that failed."""
+    if callback is None:
+        return []
+    failures = callback.uploader.close()
+    for failure in failures:
+        log(f"checkpoint upload FAILED: {failure.local_dir} ({', '.join(failure.aliases)}) after "
+            f"{failure.attempts} attempts: {failure.error}")
+    return failures
