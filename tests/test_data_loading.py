@@ -76,6 +76,13 @@ OFFLINE_LINE = ("dataset 'code_alpaca' comes from the Hugging Face hub (sahil280
                 "(json, jsonl or parquet)")
 
 
+def _online(monkeypatch) -> None:
+    """Pretend the hub is reachable; no test ever opens a connection to it."""
+    for var in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(loading, "hub_reachable", lambda timeout=3.0: True)
+
+
 def test_offline_hub_name_fails_at_once_with_one_line(monkeypatch):
     import datasets
 
@@ -92,8 +99,7 @@ def test_offline_hub_name_fails_at_once_with_one_line(monkeypatch):
 def test_unreachable_hub_gives_the_same_line(monkeypatch):
     import datasets
 
-    for var in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"):
-        monkeypatch.delenv(var, raising=False)
+    _online(monkeypatch)
 
     class ConnectTimeout(Exception):  # what httpx raises, by name
         pass
@@ -113,8 +119,7 @@ def test_unreachable_hub_gives_the_same_line(monkeypatch):
 def test_hub_mbpp_loads_all_splits_of_the_full_config(monkeypatch):
     import datasets
 
-    for var in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"):
-        monkeypatch.delenv(var, raising=False)
+    _online(monkeypatch)
     calls = []
 
     def fake(hub_id, config, split):
@@ -132,8 +137,7 @@ def test_hub_mbpp_loads_all_splits_of_the_full_config(monkeypatch):
 def test_other_hub_errors_are_not_hidden(monkeypatch):
     import datasets
 
-    for var in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"):
-        monkeypatch.delenv(var, raising=False)
+    _online(monkeypatch)
 
     def broken(*a, **k):
         raise KeyError("schema")
@@ -142,3 +146,29 @@ def test_other_hub_errors_are_not_hidden(monkeypatch):
     with pytest.raises(KeyError):
         _load("evol_instruct")
     assert loading.hub_offline() is False
+
+
+def test_probe_failure_fails_at_once_and_marks_offline(monkeypatch):
+    import socket
+
+    import datasets
+
+    for var in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    targets = []
+
+    def refuse(address, timeout):
+        targets.append((address, timeout))
+        raise ConnectionRefusedError("refused")
+
+    def never(*a, **k):
+        raise AssertionError("datasets must not be asked when the probe failed")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(datasets, "load_dataset", never)
+    with pytest.raises(UserError) as err:
+        _load("code_alpaca")
+    assert str(err.value) == OFFLINE_LINE
+    assert targets == [(("127.0.0.1", 9), 3.0)]
+    assert loading.hub_offline() is True

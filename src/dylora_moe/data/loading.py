@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +47,19 @@ def hub_offline() -> bool:
     return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in _OFFLINE_VARS)
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """One TCP connect to the hub endpoint: seconds instead of the ~20 s of retries `datasets` would spend."""
+    from urllib.parse import urlsplit
+
+    url = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "huggingface.co", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def hub_unreachable_error(name: str, hub_id: str) -> UserError:
     return UserError(
         f"dataset '{name}' comes from the Hugging Face hub ({hub_id}), which is offline or unreachable; "
@@ -57,6 +71,9 @@ def _load_hub(spec: DatasetSpec) -> LoadedSource:
     entry = REGISTRY[spec.base]
     assert entry.hub_id is not None
     if hub_offline():
+        raise hub_unreachable_error(spec.name, entry.hub_id)
+    if not hub_reachable():
+        os.environ["HF_DATASETS_OFFLINE"] = "1"  # later hub names in this process fail without a probe
         raise hub_unreachable_error(spec.name, entry.hub_id)
     import datasets  # heavy; only when the hub is really used
 
