@@ -1,0 +1,158 @@
+"""Library API: generate completions, execute them in the sandbox, score pass@k, write the JSON.
+
+`evaluate(model, tokenizer, ...)` is what the CLI and the trainer call; `score_completions(...)` does the
+execution and scoring alone, so given completions (or reference solutions) can be checked without a model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from dylora_moe.errors import UserError
+from dylora_moe.eval.benchmarks import get_benchmark, parse_benchmarks
+from dylora_moe.eval.execution import execute_programs
+from dylora_moe.eval.generation import GenerationConfig, generate_completions
+from dylora_moe.eval.passk import pass_at_k, pass_at_ks
+from dylora_moe.eval.problem import Problem
+from dylora_moe.eval.sandbox import SandboxConfig
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+def parse_ks(k: int | str | Sequence[int], n: int) -> list[int]:
+    """'1,10' -> [1, 10]; every k must satisfy 1 <= k <= n (pass@k needs at least k samples)."""
+    if isinstance(k, int):
+        ks = [k]
+    elif isinstance(k, str):
+        try:
+            ks = [int(x) for x in k.split(",") if x.strip()]
+        except ValueError as exc:
+            raise UserError(f"--k {k!r} is not a comma-separated list of integers; expected e.g. --k 1,10") from exc
+    else:
+        ks = [int(x) for x in k]
+    ks = sorted(set(ks))
+    bad = [x for x in ks if not 1 <= x <= n]
+    if not ks or bad:
+        raise UserError(f"pass@k needs 1 <= k <= n, got k={','.join(map(str, ks)) or '(none)'} with n={n}; "
+                        f"raise --n (with --temperature > 0) or lower --k")
+    return ks
+
+
+def score_completions(
+    benchmark: str,
+    problems: Sequence[Problem],
+    completions: Sequence[Sequence[str]],
+    ks: Sequence[int],
+    sandbox: SandboxConfig | None = None,
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> dict:
+    """Execute every (problem, completion) program and summarise: pass@k overall and per problem."""
+    module = get_benchmark(benchmark)
+    if len(completions) != len(problems):
+        raise ValueError(f"{len(completions)} completion lists for {len(problems)} problems")
+    programs = [module.build_program(p, c) for p, cs in zip(problems, completions) for c in cs]
+    started = time.perf_counter()
+    outcomes = iter(execute_programs(
+        programs, sandbox, workers, (lambda d, t: progress(f"{benchmark}: execute", d, t)) if progress else None))
+    per_problem, counts = [], []
+    for problem, cs in zip(problems, completions):
+        results = [next(outcomes) for _ in cs]
+        correct = sum(r.passed for r in results)
+        counts.append((len(cs), correct))
+        per_problem.append({
+            "task_id": problem.task_id,
+            "num_samples": len(cs),
+            "num_correct": correct,
+            "pass@k": {f"pass@{k}": pass_at_k(len(cs), correct, k) for k in ks},
+            "completions": list(cs),
+            "results": [r.to_dict() for r in results],
+        })
+    n = min((c[0] for c in counts), default=0)
+    return {
+        "num_problems": len(problems),
+        "n": n,
+        "pass@k": pass_at_ks(counts, ks),
+        "execution_seconds": round(time.perf_counter() - started, 3),
+        "problems": per_problem,
+    }
+
+
+def evaluate(
+    model,
+    tokenizer,
+    benchmarks: str | Sequence[str] = ("humaneval",),
+    n: int = 1,
+    k: int | str | Sequence[int] = 1,
+    limit: int | None = None,
+    temperature: float = 0.0,
+    top_p: float = 0.95,
+    max_new_tokens: int = 512,
+    batch_size: int = 8,
+    seed: int | None = 0,
+    mbpp_path: str | os.PathLike | None = None,
+    sandbox: SandboxConfig | None = None,
+    workers: int | None = None,
+    output: str | os.PathLike | None = None,
+    log_wandb: bool = True,
+    metadata: dict | None = None,
+    progress: Progress | None = None,
+) -> dict:
+    """Generate, execute and score; returns (and with `output`, writes) the results dict.
+
+    Shape: {"config": {...}, "benchmarks": {name: {"num_problems", "n", "pass@k": {"pass@1": ...},
+    "execution_seconds", "generation_seconds", "problems": [...per-problem results...]}}}.
+    """
+    names = parse_benchmarks(benchmarks)
+    ks = parse_ks(k, n)
+    if limit is not None and limit < 1:
+        raise UserError(f"--limit must be >= 1, got {limit}; omit it to run every problem")
+    generation = GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, n=n,
+                                  batch_size=batch_size, seed=seed)
+    results: dict = {
+        "config": {"benchmarks": names, "n": n, "k": ks, "limit": limit, "temperature": temperature,
+                   "top_p": top_p, "max_new_tokens": max_new_tokens, "batch_size": batch_size, "seed": seed,
+                   **(metadata or {})},
+        "benchmarks": {},
+    }
+    was_training = getattr(model, "training", False)
+    if hasattr(model, "eval"):
+        model.eval()
+    try:
+        for name in names:
+            module = get_benchmark(name)
+            problems = module.load(limit=limit, path=mbpp_path if name == "mbpp" else None)
+            started = time.perf_counter()
+            raw = generate_completions(
+                model, tokenizer, [module.prompt(p) for p in problems], generation, stop=problems[0].stop if problems else (),
+                progress=(lambda d, t, name=name: progress(f"{name}: generate", d, t)) if progress else None,
+            )
+            generation_seconds = round(time.perf_counter() - started, 3)
+            completions = [[module.postprocess(p, c) for c in cs] for p, cs in zip(problems, raw)]
+            scored = score_completions(name, problems, completions, ks, sandbox, workers, progress)
+            scored["generation_seconds"] = generation_seconds
+            results["benchmarks"][name] = scored
+    finally:
+        if was_training and hasattr(model, "train"):
+            model.train()
+    if output is not None:
+        write_results(results, output)
+    if log_wandb:
+        from dylora_moe.eval.wandb_hook import log_to_wandb
+
+        log_to_wandb(results)
+    return results
+
+
+def write_results(results: dict, path: str | os.PathLike) -> Path:
+    """Write the results JSON atomically (a partial file never replaces a good one)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, target)
+    return target
