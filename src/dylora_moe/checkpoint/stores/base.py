@@ -46,9 +46,11 @@ class VersionInfo:
 
 
 def cache_root() -> Path:
-    """Where verified downloads are kept: $DYLORA_MOE_CACHE_DIR or ~/.cache/dylora-moe/artifacts."""
+    """Where verified downloads are kept: $DYLORA_MOE_CACHE_DIR, else <$DYLORA_CACHE_DIR or ~/.cache/dylora-moe>/artifacts."""
     env = os.environ.get("DYLORA_MOE_CACHE_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "dylora-moe" / "artifacts"
+    if env:
+        return Path(env)
+    return Path(os.environ.get("DYLORA_CACHE_DIR") or Path.home() / ".cache" / "dylora-moe") / "artifacts"
 
 
 def manifest_digest(ckpt_dir: str | Path) -> str:
