@@ -133,3 +133,21 @@ def test_cli_eval(pair, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys:
 def test_cli_user_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
     assert main(["eval", "--model", "x", *argv]) == 2
     assert capsys.readouterr().err.splitlines() == [message]
+
+
+def test_training_callback_uses_the_model_in_memory(pair, tmp_path: Path) -> None:
+    from dylora_moe.eval.callback import BenchmarkEvalCallback
+
+    model, tokenizer = pair
+    lines: list[str] = []
+    callback = BenchmarkEvalCallback(tokenizer, "humaneval", tmp_path, when="epoch", log=lines.append,
+                                     limit=1, max_new_tokens=4, log_wandb=False)
+    state = types.SimpleNamespace(is_world_process_zero=True, global_step=7, epoch=1.0)
+    callback.on_train_end(None, state, None, model=model)  # when="epoch": the end of training does nothing
+    assert not (tmp_path / "eval_results_final.json").exists()
+    callback.on_epoch_end(None, state, None, model=model)
+    saved = json.loads((tmp_path / "eval_results_epoch1.json").read_text())
+    assert saved["config"]["global_step"] == 7 and saved == callback.results
+    assert lines[0].startswith("benchmarks at epoch1 (step 7):\nbenchmark  problems  n  pass@1\n")
+    with pytest.raises(UserError, match=r"^eval timing 'always' is not known; expected 'end' or 'epoch'$"):
+        BenchmarkEvalCallback(tokenizer, "humaneval", tmp_path, when="always")
