@@ -135,3 +135,19 @@ def test_list_and_find_skip_partial_and_corrupt_newer(tmp_path):
 def test_find_in_missing_or_empty_dir(tmp_path):
     assert list_checkpoints(tmp_path / "nope") == []
     assert find_latest_checkpoint(tmp_path, log=lambda m: None) is None
+
+
+def test_clean_stale_temp_dirs(tmp_path):
+    import os
+
+    from dylora_moe.checkpoint.manifest import clean_stale_temp_dirs
+
+    make_checkpoint(tmp_path, 10)
+    for name in (".tmp-checkpoint-20-99999999", ".old-checkpoint-10-99999999", f".tmp-checkpoint-30-{os.getpid()}"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "x.bin").write_bytes(b"x")
+    logs: list[str] = []
+    removed = clean_stale_temp_dirs(tmp_path, log=logs.append)
+    assert [p.name for p in removed] == [".old-checkpoint-10-99999999", ".tmp-checkpoint-20-99999999"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".tmp-checkpoint-30-{os.getpid()}", "checkpoint-10"]
+    assert logs[1] == "removed .tmp-checkpoint-20-99999999: left by an interrupted checkpoint save"

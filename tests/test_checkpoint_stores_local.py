@@ -164,3 +164,26 @@ def test_resolve_resume_source_forms(tmp_path):
         resolve_resume_source(tmp_path / "nothing-here", log=logs.append)
     with pytest.raises(CheckpointError, match="checkpoint-20 is incomplete"):
         resolve_resume_source(c20, log=logs.append)
+
+
+def test_concurrent_cache_downloads_fetch_once(tmp_path, monkeypatch):
+    import threading
+
+    store = FsspecStore(str(tmp_path / "store"))
+    store.publish(make_checkpoint(tmp_path / "out", 10))
+    fetches = []
+    original = FsspecStore._fetch
+
+    def counting_fetch(self, info, dest):
+        fetches.append(info.version)
+        original(self, info, dest)
+
+    monkeypatch.setattr(FsspecStore, "_fetch", counting_fetch)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(FsspecStore(store.uri).download(log=lambda m: None)))
+               for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert fetches == ["v0"] and len(set(results)) == 1 and is_complete(results[0])

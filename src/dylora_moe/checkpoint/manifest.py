@@ -237,3 +237,25 @@ def find_latest_checkpoint(
                 continue
         return path
     return None
+
+
+_STALE_RE = re.compile(r"^\.(?:tmp|old)-checkpoint-\d+-(\d+)$")
+
+
+def clean_stale_temp_dirs(output_dir: str | Path, log: Callable[[str], object] = print) -> list[Path]:
+    """Remove `.tmp-checkpoint-*` / `.old-checkpoint-*` left by a save that was killed (not this process's).
+
+    Why: an interrupted save leaves its temp dir behind; it can never become a checkpoint (only
+    publish_atomically marks complete), so a restarted run deletes it to reclaim the disk space.
+    """
+    output_dir = Path(output_dir)
+    removed = []
+    if not output_dir.is_dir():
+        return removed
+    for child in sorted(output_dir.iterdir()):
+        match = _STALE_RE.match(child.name)
+        if match and child.is_dir() and int(match.group(1)) != os.getpid():
+            shutil.rmtree(child, ignore_errors=True)
+            log(f"removed {child.name}: left by an interrupted checkpoint save")
+            removed.append(child)
+    return removed

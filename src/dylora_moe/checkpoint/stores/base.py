@@ -8,6 +8,7 @@ the checkpoint manifest before anyone may resume from them.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -105,18 +106,28 @@ class CheckpointStore(ABC):
         return cache_root() / f"{slug}-{key}" / info.version
 
     def download(self, ref: str | None = None, dest: str | Path | None = None, log=print) -> Path:
-        """Fetch version `ref` into `dest` (default: the cache) and verify every file; reuse a verified copy."""
+        """Fetch version `ref` into `dest` (default: the cache) and verify every file; reuse a verified copy.
+
+        Concurrent downloads into the cache (several ranks on one machine) are serialised by a file
+        lock, so the later ones find the verified copy instead of replacing it under the first one's feet.
+        """
         info = self.resolve(ref)
         target = Path(dest) if dest is not None else self.cache_dir_for(info)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if dest is not None:
+            return self._download_locked(info, target, True, log)
+        with _file_lock(target.parent / f".lock-{target.name}"):
+            return self._download_locked(info, target, False, log)
+
+    def _download_locked(self, info: VersionInfo, target: Path, explicit_dest: bool, log) -> Path:
         if _is_verified_copy(target, info):
             log(f"using verified copy of {self.uri}:{info.version} at {target}")
             return target
         if target.exists() and not target.is_dir():
             raise CheckpointError(f"download destination {target} is a file; give a directory path")
-        if dest is not None and target.is_dir() and any(target.iterdir()) and not (target / MANIFEST_NAME).exists():
+        if explicit_dest and target.is_dir() and any(target.iterdir()) and not (target / MANIFEST_NAME).exists():
             # never replace a directory that is not a checkpoint: it may hold the user's other files
             raise CheckpointError(f"download destination {target} is not empty; choose an empty or new directory")
-        target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.parent / f".tmp-{target.name}-{os.getpid()}"
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -138,6 +149,22 @@ class CheckpointStore(ABC):
         publish_atomically(tmp, target)
         log(f"downloaded {self.uri}:{info.version} ({info.size} bytes) to {target}")
         return target
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    """An exclusive advisory lock (POSIX flock); a no-op where fcntl does not exist."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(path, "a+") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def _is_verified_copy(target: Path, info: VersionInfo) -> bool:
