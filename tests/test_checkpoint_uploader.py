@@ -119,3 +119,28 @@ def test_build_and_finish_with_store_uri(tmp_path):
     run = SimpleNamespace(name="my run", id="abc", entity="ent", project="proj")
     assert default_checkpoint_store_uri(run) == "wandb://ent/proj/dylora-moe-checkpoint-my-run"
     assert default_checkpoint_store_uri(None) is None
+
+
+def test_checkpoint_rotated_away_while_queued_still_uploads(tmp_path):
+    import shutil
+    import threading
+
+    gate = threading.Event()
+
+    class GatedStore(FsspecStore):
+        def publish(self, local_dir, aliases=(), metadata=None):
+            gate.wait()
+            return super().publish(local_dir, aliases, metadata)
+
+    out = tmp_path / "out"
+    store = GatedStore(str(tmp_path / "store"))
+    up = BackgroundUploader(store, log=lambda m: None)
+    ckpt = make_checkpoint(out, 10)
+    payload = (ckpt / "adapter.safetensors").read_bytes()
+    up.submit(ckpt, ["step-10"])
+    shutil.rmtree(ckpt)  # save_total_limit rotation deletes it before the upload ran
+    gate.set()
+    assert up.close() == []
+    got = store.download("step-10", tmp_path / "dl", log=lambda m: None)
+    assert (got / "adapter.safetensors").read_bytes() == payload
+    assert list(out.iterdir()) == []  # the hard-link snapshot is gone too

@@ -239,11 +239,11 @@ def find_latest_checkpoint(
     return None
 
 
-_STALE_RE = re.compile(r"^\.(?:tmp|old)-checkpoint-\d+-(\d+)$")
+_STALE_RE = re.compile(r"^\.(?:tmp|old|upload)-checkpoint-\d+-(\d+)(?:-\d+)?$")
 
 
 def clean_stale_temp_dirs(output_dir: str | Path, log: Callable[[str], object] = print) -> list[Path]:
-    """Remove `.tmp-checkpoint-*` / `.old-checkpoint-*` left by a save that was killed (not this process's).
+    """Remove `.tmp-` / `.old-` / `.upload-checkpoint-*` dirs left by a killed process (not this process's).
 
     Why: an interrupted save leaves its temp dir behind; it can never become a checkpoint (only
     publish_atomically marks complete), so a restarted run deletes it to reclaim the disk space.
