@@ -75,7 +75,10 @@ def _kill_session(proc: subprocess.Popen) -> None:
         proc.kill()
     except ProcessLookupError:
         pass
-    proc.wait()
+    try:
+        proc.communicate(timeout=5)  # drains and closes the pipes
+    except subprocess.TimeoutExpired:  # a grandchild that left the session still holds stdout
+        proc.wait()
 
 
 def _interpret(returncode: int, stdout: bytes, nonce: str) -> ExecutionResult:
