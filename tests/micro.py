@@ -43,3 +43,18 @@ def batch(seed: int = 0, bsz: int = 2, seq: int = 12, vocab: int = VOCAB) -> dic
     labels = ids.clone()
     labels[mask == 0] = -100
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def save_micro_base(directory, kind: str = "llama", seed: int = 0):
+    """An HF model directory (micro model + trained test tokenizer) usable as --model_name."""
+    from helpers_tokenizer import make_test_tokenizer
+
+    tokenizer = make_test_tokenizer()
+    vocab = len(tokenizer)
+    model = micro_llama(seed, vocab=vocab) if kind == "llama" else micro_gpt2(seed, vocab=vocab)
+    model.config.eos_token_id = tokenizer.eos_token_id
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.config.bos_token_id = None
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return str(directory)

@@ -25,27 +25,26 @@ class DyLoRAOutput(ModelOutput):
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
     cache: object | None = None  # the base model's KV cache, when it returned one
-    lm_loss: torch.Tensor | None = None
+    lm_loss: torch.Tensor | None = None  # divided by num_items_in_batch when given (a share of the step's loss)
+    lm_loss_per_token: torch.Tensor | None = None  # this batch's mean token loss, for logging
     balance_loss: torch.Tensor | None = None
     expert_usage: torch.Tensor | None = None  # (E,) mean routing weight per expert
     routing_entropy: torch.Tensor | None = None
 
 
 def shifted_lm_loss(
-    logits: torch.Tensor,
-    labels: torch.Tensor,
-    label_smoothing: float = 0.0,
-    num_items_in_batch: int | torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Next-token cross entropy: position t predicts label t+1; -100 is ignored; smoothing on shifted labels."""
+    logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed next-token cross entropy and the number of scored tokens.
+
+    Position t predicts label t+1; -100 is ignored; label smoothing applies to these shifted labels.
+    """
     shift_logits = logits[..., :-1, :].reshape(-1, logits.shape[-1]).float()
     shift_labels = labels[..., 1:].reshape(-1).to(shift_logits.device)
     total = F.cross_entropy(
         shift_logits, shift_labels, ignore_index=-100, label_smoothing=label_smoothing, reduction="sum"
     )
-    if num_items_in_batch is None:
-        num_items_in_batch = (shift_labels != -100).sum().clamp_min(1)
-    return total / num_items_in_batch
+    return total, (shift_labels != -100).sum()
 
 
 class DyLoRAMoEModel(nn.Module):
@@ -166,7 +165,9 @@ class DyLoRAMoEModel(nn.Module):
             result = DyLoRAOutput(logits=out.logits, cache=getattr(out, "cache", None))
             if labels is None:
                 return result
-            lm_loss = shifted_lm_loss(out.logits, labels, self.label_smoothing, num_items_in_batch)
+            lm_total, lm_count = shifted_lm_loss(out.logits, labels, self.label_smoothing)
+            lm_loss = lm_total / (num_items_in_batch if num_items_in_batch is not None else lm_count.clamp_min(1))
+            result.lm_loss_per_token = lm_total.detach() / lm_count.clamp_min(1)
             stats = self.routing.stats
             if stats:
                 balance = torch.stack([s.balance_loss for s in stats]).mean()

@@ -1,0 +1,95 @@
+"""Loading bases and trained models: hub ids, local directories, the embedded `tiny` base, checkpoints."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from dylora_moe.errors import UserError
+from dylora_moe.model.config import ADAPTER_CONFIG_NAME, DyLoRAConfig
+
+TINY_NAME = "tiny"
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+
+
+def resolve_base_name(model_name: str, log=print) -> str:
+    """`tiny` -> the cached embedded base directory (built on first use); anything else unchanged."""
+    if model_name == TINY_NAME:
+        from dylora_moe.model.tiny import ensure_tiny_base
+
+        return str(ensure_tiny_base(log=log))
+    return model_name
+
+
+def _hub_offline() -> bool:
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def load_base_model(model_name: str, dtype: str | torch.dtype | None = None, revision: str | None = None, log=print):
+    """(model, tokenizer) for a hub id, a local HF directory or `tiny`; the tokenizer always has a pad token."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_base_name(model_name, log=log)
+    local = Path(path).is_dir()
+    if not local and _hub_offline():
+        raise UserError(
+            f"base model {model_name!r} is not a local directory and the Hugging Face hub is offline "
+            "(HF_HUB_OFFLINE=1); pass --model_name with a local model directory, or 'tiny' for the embedded base"
+        )
+    torch_dtype = DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
+        model = AutoModelForCausalLM.from_pretrained(path, revision=revision, dtype=torch_dtype or torch.float32)
+    except OSError as exc:
+        raise UserError(
+            f"could not load base model {model_name!r}: {str(exc).splitlines()[0]}; "
+            "check the hub id (and HF_TOKEN for gated models) or pass a local directory"
+        ) from None
+    ensure_pad_token(tokenizer)
+    return model, tokenizer
+
+
+def ensure_pad_token(tokenizer) -> None:
+    """Give the tokenizer a pad token without resizing the base: padding is masked in attention and labels."""
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.unk_token if tokenizer.unk_token is not None else tokenizer.eos_token
+    tokenizer.padding_side = "right"
+
+
+def is_adapter_dir(path: str | Path) -> bool:
+    return (Path(path) / ADAPTER_CONFIG_NAME).is_file()
+
+
+def build_model(model_name: str, config: DyLoRAConfig, dtype=None, log=print):
+    """Fresh DyLoRA-MoE model on a base; returns (model, tokenizer)."""
+    from dylora_moe.model.moe_model import DyLoRAMoEModel
+
+    base, tokenizer = load_base_model(model_name, dtype=dtype, revision=config.base_model_revision, log=log)
+    config.base_model = config.base_model or model_name
+    return DyLoRAMoEModel(base, config), tokenizer
+
+
+def load_model_for_inference(source: str, base_only: bool = False, device: str | None = None,
+                             dtype: str | None = None, log=print):
+    """(model, tokenizer) in eval mode from a checkpoint dir, a store URI, or (base_only) a base model name."""
+    from dylora_moe.model.adapter_io import load_adapter
+
+    if base_only:
+        model, tokenizer = load_base_model(source, dtype=dtype, log=log)
+    else:
+        directory = Path(source)
+        if not is_adapter_dir(directory):
+            from dylora_moe.checkpoint.resolve import resolve_resume_source
+
+            directory = resolve_resume_source(source, log=log)
+        config = DyLoRAConfig.load(directory)
+        model, tokenizer = build_model(config.base_model, config, dtype=dtype, log=log)
+        load_adapter(model, directory)
+    if device:
+        model.to(device)
+    model.eval()
+    tokenizer.padding_side = "left"  # generation pads on the left
+    return model, tokenizer

@@ -1,0 +1,85 @@
+"""`TrainConfig`: every option of `dylora-moe train`, usable from a notebook as a plain dataclass.
+
+The CLI flags are generated from this dataclass (underscore names as in the seed, dash aliases too), so the
+library API and the command line cannot drift apart. Data options live in `DataConfig` (data/args.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from dylora_moe.data.config import DataConfig
+
+
+@dataclass
+class TrainConfig:
+    # model
+    model_name: str = "tiny"
+    num_experts: int = 4
+    lora_r: int = 16
+    lora_alpha: float = 32.0
+    lora_dropout: float = 0.05
+    target_modules: str | None = None  # comma-separated; default per architecture
+    top_k: int = 1
+    router_temperature: float = 1.0
+    balance_coefficient: float = 0.01
+    maturity_ratio: float = 0.5  # all experts become mature (sparse routing) at this share of planned steps
+    mature_after_steps: int | None = None  # explicit step instead of maturity_ratio; -1 = never
+    # optimisation
+    output_dir: str = "outputs/dylora-moe"
+    run_name: str | None = None
+    seed: int = 42
+    num_epochs: float = 1.0
+    max_steps: int = -1
+    learning_rate: float = 1e-3
+    lr_scheduler_type: str = "cosine"
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.0
+    label_smoothing: float = 0.0
+    max_grad_norm: float = 1.0
+    train_batch_size: int = 8
+    eval_batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    bf16: bool = False
+    fp16: bool = False
+    gradient_checkpointing: bool = False
+    # evaluation, checkpoints, stopping
+    save_steps: int = 50
+    eval_steps: int | None = None  # default: save_steps
+    logging_steps: int = 10
+    save_total_limit: int | None = None
+    early_stopping_patience: int = 3
+    disable_early_stopping: bool = False
+    load_best_model_at_end: bool = False
+    # resumption
+    resume_from_checkpoint: str | None = None  # path / store URI / "latest" / "auto"
+    wandb_checkpoint_artifact: str | None = None
+    weights_only_resume: bool = False
+    grow_experts: int = 0
+    checkpoint_store: str | None = None
+    # tracking
+    report_to: str = "auto"  # auto: W&B when WANDB_PROJECT/--wandb_project set and wandb is installed; none
+    wandb_project: str | None = None
+    wandb_entity: str | None = None
+    # data
+    data: DataConfig = field(default_factory=DataConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+FLAG_HELP = {
+    "model_name": "hub id, local HF model directory, or 'tiny' (embedded base, built offline once)",
+    "target_modules": "comma-separated projection names (default per architecture: q_proj,v_proj; c_attn for GPT-2)",
+    "maturity_ratio": "share of the planned steps after which all experts are mature (sparse top-k routing)",
+    "mature_after_steps": "step after which all experts are mature (overrides --maturity_ratio; -1 = never)",
+    "resume_from_checkpoint": "checkpoint dir, output dir, store URI, or no value / 'latest' (newest in "
+    "--output_dir), or 'auto' (newest verified of this run locally or in --checkpoint_store; fresh if none)",
+    "wandb_checkpoint_artifact": "W&B artifact to resume from, entity/project/name:version (also "
+    "WANDB_CHECKPOINT_ARTIFACT); any store URI works too",
+    "weights_only_resume": "resume only experts/gates/maturity from a checkpoint; optimizer and LR schedule start fresh",
+    "grow_experts": "add N new immature experts to the resumed model",
+    "checkpoint_store": "upload checkpoints to this store URI (dir, gs://, s3://, wandb://entity/project/name)",
+    "eval_steps": "evaluate every N steps (default: --save_steps)",
+}

@@ -1,0 +1,65 @@
+"""Callbacks that record where training is: data position, resume and dataset events, the final save."""
+
+from __future__ import annotations
+
+from transformers import TrainerCallback
+
+from dylora_moe.training.resume_plan import DataPosition
+
+
+class DataPositionTracker(TrainerCallback):
+    """Counts optimizer steps within the epoch so a checkpoint can say which sample comes next."""
+
+    def __init__(self, *, steps_per_epoch: int, global_batch: int, num_examples: int, fingerprint: str,
+                 world_size: int, epoch: int = 0, steps_in_epoch: int = 0):
+        self.steps_per_epoch = steps_per_epoch
+        self.global_batch = global_batch
+        self.num_examples = num_examples
+        self.fingerprint = fingerprint
+        self.world_size = world_size
+        self.epoch = epoch
+        self.steps_in_epoch = steps_in_epoch
+        self.global_step = 0
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.steps_in_epoch += 1
+        self.global_step = state.global_step
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self.epoch += 1
+        self.steps_in_epoch = 0
+
+    def position(self) -> dict:
+        return DataPosition(
+            global_step=self.global_step, epoch=self.epoch,
+            samples_in_epoch=self.steps_in_epoch * self.global_batch, global_batch=self.global_batch,
+            steps_per_epoch=self.steps_per_epoch, num_examples=self.num_examples,
+            dataset_fingerprint=self.fingerprint, world_size=self.world_size,
+        ).__dict__.copy()
+
+
+class FinalStepSave(TrainerCallback):
+    """Always save at the last planned step, so every finished run leaves a checkpoint of its end state."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.max_steps and state.global_step >= state.max_steps:
+            control.should_save = True
+
+
+class RunEvents(TrainerCallback):
+    """Puts resume and dataset-change events into the log history (reports mark them on the time axis)."""
+
+    def __init__(self, resume, plan, log=print):
+        self.resume = resume
+        self.plan = plan
+        self.log = log
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.plan is None:
+            return
+        state.log_history.append({
+            "step": state.global_step, "epoch": state.epoch, "event": "resume",
+            "resumed_from": self.resume.label, "exact": self.plan.exact,
+        })
+        if self.plan.dataset_changed:
+            state.log_history.append({"step": state.global_step, "epoch": state.epoch, "event": "dataset_changed"})

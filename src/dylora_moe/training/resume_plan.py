@@ -1,0 +1,84 @@
+"""Where in the data a resumed run starts, and how many steps it now plans.
+
+The checkpoint records the data position in samples (epoch, samples consumed in that epoch, global batch),
+not in steps, so a run resumed with another world size, batch size or gradient accumulation continues at the
+right sample; only an unchanged set-up continues bit for bit. A changed dataset starts its epochs afresh.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass
+class DataPosition:
+    """Saved in `dylora_state.json` at every checkpoint."""
+
+    global_step: int
+    epoch: int  # 0-based epoch in progress (or about to start)
+    samples_in_epoch: int  # samples of `epoch` already consumed
+    global_batch: int  # samples per optimizer step (per-device batch x grad accumulation x world size)
+    steps_per_epoch: int
+    num_examples: int
+    dataset_fingerprint: str
+    world_size: int
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "DataPosition":
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+
+
+@dataclass
+class ResumePlan:
+    epochs_trained: int
+    batches_to_skip: int  # micro-batches of the current epoch to skip
+    max_steps: int  # total optimizer steps of the whole run, past steps included
+    exact: bool
+    dataset_changed: bool
+    message: str
+
+
+def plan_resume(
+    saved: DataPosition,
+    *,
+    steps_per_epoch: int,
+    grad_accum: int,
+    global_batch: int,
+    num_epochs: float,
+    max_steps: int,
+    dataset_fingerprint: str,
+    world_size: int,
+) -> ResumePlan:
+    """Plan the continuation of `saved` under the new command's settings."""
+    step = saved.global_step
+    if dataset_fingerprint != saved.dataset_fingerprint:
+        total = max_steps if max_steps > 0 else step + math.ceil(num_epochs * steps_per_epoch)
+        return ResumePlan(
+            0, 0, total, exact=False, dataset_changed=True,
+            message=(
+                f"training data changed (fingerprint {saved.dataset_fingerprint[:12]} -> {dataset_fingerprint[:12]}): "
+                f"no mid-epoch data skipping; epochs restart on the new data from step {step}"
+            ),
+        )
+    same_layout = global_batch == saved.global_batch and steps_per_epoch == saved.steps_per_epoch
+    samples = saved.samples_in_epoch
+    epochs_trained = saved.epoch
+    steps_into_epoch = samples // global_batch if global_batch else 0
+    if steps_into_epoch >= steps_per_epoch:
+        epochs_trained, steps_into_epoch = epochs_trained + 1, 0
+    if max_steps > 0:
+        total = max_steps
+    else:
+        remaining_epochs = num_epochs - epochs_trained
+        total = step + max(0, math.ceil(remaining_epochs * steps_per_epoch) - steps_into_epoch)
+    exact = same_layout and world_size == saved.world_size
+    message = (
+        f"resuming at step {step}, epoch {epochs_trained}, batch {steps_into_epoch}/{steps_per_epoch} of the epoch"
+    )
+    if not exact:
+        message += (
+            f"; world size {saved.world_size}->{world_size}, global batch {saved.global_batch}->{global_batch}: "
+            "data position recomputed in samples, the continuation is no longer bitwise exact"
+        )
+    return ResumePlan(epochs_trained, steps_into_epoch * grad_accum, total, exact, False, message)

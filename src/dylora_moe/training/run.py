@@ -1,0 +1,269 @@
+"""`train(config)`: the library entry point behind `dylora-moe train`.
+
+Order of work, chosen so that mistakes cost nothing: resolve and verify the resume source, check the new
+command against the checkpoint's model config, then load the base, build data and train. Training arguments,
+datasets and hardware always come from the new command; the checkpoint supplies model state, optimizer,
+schedule, step/epoch, best metric, early-stopping counter and RNG.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from dylora_moe.errors import UserError
+from dylora_moe.training.config import TrainConfig
+
+
+@dataclass
+class TrainResult:
+    global_step: int
+    epoch: float
+    best_metric: float | None
+    best_checkpoint: str | None
+    last_checkpoint: str | None
+    preempted: bool
+    exit_code: int
+    log_history: list
+
+
+def _log(message: str) -> None:
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(message, file=sys.stderr, flush=True)
+
+
+def _model_config(cfg: TrainConfig):
+    from dylora_moe.model.config import DyLoRAConfig
+
+    targets = [t.strip() for t in cfg.target_modules.split(",") if t.strip()] if cfg.target_modules else None
+    return DyLoRAConfig(
+        num_experts=cfg.num_experts, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+        target_modules=targets, top_k=cfg.top_k, router_temperature=cfg.router_temperature,
+        balance_coefficient=cfg.balance_coefficient, base_model=cfg.model_name,
+    )
+
+
+def _check_flags(cfg: TrainConfig) -> None:
+    if cfg.bf16 and cfg.fp16:
+        raise UserError("--bf16 and --fp16 were both given; choose one")
+    for name in ("num_experts", "lora_r", "train_batch_size", "eval_batch_size", "gradient_accumulation_steps",
+                 "save_steps", "logging_steps", "top_k"):
+        if getattr(cfg, name) < 1:
+            raise UserError(f"--{name} must be at least 1, got {getattr(cfg, name)}")
+    if cfg.num_epochs <= 0 and cfg.max_steps <= 0:
+        raise UserError("--num_epochs must be > 0 (or give --max_steps)")
+    if cfg.early_stopping_patience < 1:
+        raise UserError(f"--early_stopping_patience must be at least 1, got {cfg.early_stopping_patience}")
+    artifact = cfg.wandb_checkpoint_artifact or os.environ.get("WANDB_CHECKPOINT_ARTIFACT")
+    if artifact and cfg.resume_from_checkpoint not in (None, "auto"):
+        raise UserError("both --resume_from_checkpoint and --wandb_checkpoint_artifact were given; pass one")
+
+
+def _check_against_checkpoint(cfg: TrainConfig, new_config, resume_dir: Path) -> object:
+    """Compare the new command with the checkpoint's model config before any training; returns the saved config."""
+    from dylora_moe.model.adapter_io import check_compatible
+    from dylora_moe.model.config import DyLoRAConfig
+
+    saved = DyLoRAConfig.load(resume_dir)
+    candidate = DyLoRAConfig.from_dict(new_config.to_dict())
+    if cfg.grow_experts:
+        candidate.num_experts = saved.num_experts
+    if not candidate.target_modules:
+        candidate.target_modules = saved.target_modules
+    check_compatible(saved, candidate, str(resume_dir))
+    if not cfg.weights_only_resume:
+        needed = ["optimizer.pt", "scheduler.pt", "trainer_state.json", "dylora_state.json"]
+        missing = [n for n in needed if not (resume_dir / n).is_file()]
+        if missing:
+            raise UserError(
+                f"checkpoint {resume_dir} has no {', '.join(missing)}: it cannot continue the run exactly; "
+                "pass --weights_only_resume to load only the experts and start optimizer and schedule fresh"
+            )
+    return saved
+
+
+def _steps_per_epoch(num_examples: int, batch: int, world: int, grad_accum: int) -> int:
+    len_dataloader = math.ceil(num_examples / (batch * world))
+    return max(len_dataloader // grad_accum + int(len_dataloader % grad_accum > 0), 1)
+
+
+def train(cfg: TrainConfig, log=_log, extra_callbacks: list | None = None) -> TrainResult:
+    """Train (or resume) a DyLoRA-MoE model as configured; returns a summary. Raises UserError on bad input."""
+    _check_flags(cfg)
+    started = time.monotonic()
+    import torch
+    from transformers import TrainingArguments, set_seed
+
+    from dylora_moe.training.resume_source import resolve_resume
+    from dylora_moe.data.collator import CausalLMCollator
+    from dylora_moe.data.pipeline import build_datasets
+    from dylora_moe.model.adapter_io import load_adapter
+    from dylora_moe.model.loading import build_model
+    from dylora_moe.training.callbacks import EXIT_PREEMPTED, MaturitySchedule, PatienceEarlyStopping, PreemptionHandler
+    from dylora_moe.training.progress import DataPositionTracker, FinalStepSave, RunEvents
+    from dylora_moe.training.resume_plan import DataPosition, plan_resume
+    from dylora_moe.training.state import DyLoRATrainingState
+    from dylora_moe.training.trainer import DyLoRATrainer
+    from dylora_moe.training.tracking import setup_tracking
+
+    output_dir = Path(cfg.output_dir)
+    eval_steps = cfg.eval_steps or cfg.save_steps
+    mixed = {"bf16": cfg.bf16, "fp16": cfg.fp16}
+    tracking = setup_tracking(cfg, log=log)
+    args = TrainingArguments(
+        output_dir=str(output_dir), run_name=cfg.run_name, seed=cfg.seed, data_seed=cfg.seed,
+        per_device_train_batch_size=cfg.train_batch_size, per_device_eval_batch_size=cfg.eval_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps, learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler_type, warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm, num_train_epochs=cfg.num_epochs, max_steps=cfg.max_steps,
+        logging_steps=cfg.logging_steps, save_strategy="steps", save_steps=cfg.save_steps,
+        eval_strategy="steps", eval_steps=eval_steps, save_total_limit=cfg.save_total_limit,
+        load_best_model_at_end=cfg.load_best_model_at_end, metric_for_best_model="eval_loss",
+        greater_is_better=False, remove_unused_columns=False, prediction_loss_only=True,
+        dataloader_num_workers=0, report_to=tracking.report_to, gradient_checkpointing=cfg.gradient_checkpointing,
+        ddp_find_unused_parameters=False, use_cpu=not torch.cuda.is_available(), **mixed,
+    )
+    is_main = args.process_index == 0
+
+    # 1. resume source: resolved and verified before anything expensive
+    with args.main_process_first(desc="resolve checkpoint"):
+        resume = resolve_resume(cfg, log=log)
+    new_config = _model_config(cfg)
+    saved_config = _check_against_checkpoint(cfg, new_config, resume.path) if resume.path else None
+    if saved_config is not None and not new_config.target_modules:
+        new_config.target_modules = saved_config.target_modules
+    if saved_config is not None and cfg.grow_experts:
+        new_config.num_experts = saved_config.num_experts
+
+    # 2. model and data
+    set_seed(cfg.seed)
+    model, tokenizer = build_model(cfg.model_name, new_config, log=log)
+    model.label_smoothing = cfg.label_smoothing
+    full_resume = resume.path is not None and not cfg.weights_only_resume
+    if resume.path is not None:
+        load_adapter(model, resume.path)
+        if cfg.grow_experts:
+            new_ids = model.add_experts(cfg.grow_experts)
+            log(f"[train] grew the expert pool by {cfg.grow_experts}: new immature experts {new_ids}")
+    with args.main_process_first(desc="build datasets"):
+        data = build_datasets(cfg.data, tokenizer)
+    if len(data.train) == 0:
+        raise UserError(f"the training set is empty after subsetting (--training_subset {cfg.data.training_subset})")
+    log(f"[data] {len(data.train)} train / {len(data.eval)} eval examples from {', '.join(data.sources)}; "
+        f"fingerprint {data.fingerprint[:12]}; {json.dumps(data.stats.get('truncation', {}))}")
+
+    # 3. plan: steps, data position, schedule
+    world = args.world_size
+    spe = _steps_per_epoch(len(data.train), cfg.train_batch_size, world, cfg.gradient_accumulation_steps)
+    global_batch = cfg.train_batch_size * cfg.gradient_accumulation_steps * world
+    dylora_state = DyLoRATrainingState()
+    plan = None
+    if full_resume:
+        dylora_state = DyLoRATrainingState.load(resume.path)
+        if cfg.grow_experts:
+            dylora_state.early_stopping.counter = 0
+        plan = plan_resume(
+            DataPosition.from_dict(dylora_state.data_position), steps_per_epoch=spe,
+            grad_accum=cfg.gradient_accumulation_steps, global_batch=global_batch, num_epochs=cfg.num_epochs,
+            max_steps=cfg.max_steps, dataset_fingerprint=data.fingerprint, world_size=world,
+        )
+        log(f"[train] {plan.message}")
+        total_steps = plan.max_steps
+    else:
+        total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.num_epochs * spe)
+        if resume.path is not None:
+            log(f"[train] weights-only resume from {resume.label}: optimizer and LR schedule start fresh at step 0")
+    args.max_steps = total_steps
+    if full_resume and cfg.grow_experts:
+        log("[train] --grow_experts: the optimizer keeps the state of existing parameters; new experts start fresh")
+
+    maturity_step = cfg.mature_after_steps
+    if maturity_step is None:
+        maturity_step = math.ceil(cfg.maturity_ratio * total_steps) if cfg.maturity_ratio < 1 else None
+    elif maturity_step < 0:
+        maturity_step = None
+    dylora_state.maturity_step = maturity_step
+
+    # 4. trainer and callbacks
+    preemption = PreemptionHandler(log=log)
+    tracker = DataPositionTracker(
+        steps_per_epoch=spe, global_batch=global_batch, num_examples=len(data.train),
+        fingerprint=data.fingerprint, world_size=world,
+        epoch=plan.epochs_trained if plan else 0,
+        steps_in_epoch=(plan.batches_to_skip // cfg.gradient_accumulation_steps) if plan else 0,
+    )
+    callbacks = [tracker, MaturitySchedule(model, maturity_step, log=log), preemption, FinalStepSave()]
+    if not cfg.disable_early_stopping and len(data.eval) > 0:
+        callbacks.append(PatienceEarlyStopping(cfg.early_stopping_patience, dylora_state.early_stopping, log=log))
+    callbacks.append(RunEvents(resume, plan, log=log))
+    uploader = tracking.make_uploader(is_main)
+    if uploader is not None:
+        from dylora_moe.checkpoint.upload_callback import CheckpointUploadCallback
+
+        callbacks.append(CheckpointUploadCallback(uploader, log=log))
+    callbacks += extra_callbacks or []
+
+    run_config = cfg.to_dict()
+
+    def metadata() -> dict:
+        return {
+            "global_step": trainer.state.global_step, "epoch": trainer.state.epoch,
+            "best_metric": trainer.state.best_metric, "best_global_step": trainer.state.best_global_step,
+            "run_id": tracking.run_id, "run_name": cfg.run_name, "base_model": new_config.base_model,
+            "num_experts": model.num_experts, "lora_r": new_config.lora_r,
+            "maturity": [bool(x) for x in model.maturity.tolist()], "datasets": data.sources,
+            "dataset_fingerprint": data.fingerprint, "world_size": world,
+        }
+
+    trainer = DyLoRATrainer(
+        model=model, args=args, train_dataset=data.train, eval_dataset=data.eval if len(data.eval) else None,
+        data_collator=CausalLMCollator(tokenizer.pad_token_id), processing_class=tokenizer, callbacks=callbacks,
+        dylora_state=dylora_state, run_config=run_config, metadata_fn=metadata, log=log,
+    )
+    if len(data.eval) == 0:
+        trainer.args.eval_strategy = "no"
+    trainer.resume_plan = plan
+    trainer.position_fn = tracker.position
+    log(f"[train] {model.num_experts} experts x r={new_config.lora_r} on {new_config.target_modules}: "
+        f"{model.trainable_parameter_count():,} trainable parameters; {total_steps} steps planned "
+        f"({spe} per epoch, global batch {global_batch}); experts mature at step {maturity_step}")
+
+    # 5. train
+    preemption.install()
+    try:
+        trainer.train(resume_from_checkpoint=str(resume.path) if full_resume else None)
+    finally:
+        preemption.uninstall()
+    failures = tracking.finish(uploader)
+
+    # 6. summary
+    from dylora_moe.checkpoint.manifest import find_latest_checkpoint
+
+    state = trainer.state
+    last = find_latest_checkpoint(output_dir, verify=False, log=lambda *_: None) if is_main else None
+    preempted = preemption.requested
+    result = TrainResult(
+        global_step=state.global_step, epoch=state.epoch or 0.0, best_metric=state.best_metric,
+        best_checkpoint=state.best_model_checkpoint, last_checkpoint=str(last) if last else None,
+        preempted=preempted, exit_code=EXIT_PREEMPTED if preempted else (3 if failures else 0),
+        log_history=list(state.log_history),
+    )
+    if is_main:
+        state.save_to_json(str(output_dir / "trainer_state.json"))
+        elapsed = time.monotonic() - started
+        best = f"{state.best_metric:.4f}" if state.best_metric is not None else "n/a"
+        if preempted:
+            waited = time.monotonic() - preemption.requested_at
+            log(f"[train] preempted ({preemption.signal_name}) at step {state.global_step}: checkpoint {last} "
+                f"written{' and uploaded' if uploader else ''} {waited:.1f} s after the signal; "
+                f"exit code {EXIT_PREEMPTED}; restart with --resume_from_checkpoint auto")
+        log(f"[train] done: {state.global_step} steps, epoch {state.epoch or 0:.2f}, {elapsed:.0f} s; "
+            f"best eval_loss {best} at {state.best_model_checkpoint}; last checkpoint {last}")
+        if failures:
+            log(f"[train] {len(failures)} checkpoint upload(s) failed: " + "; ".join(str(f) for f in failures))
+    return result

@@ -1,0 +1,187 @@
+"""`DyLoRATrainer`: HF `Trainer` with complete, atomic, adapter-only checkpoints and exact resumption.
+
+What it changes, and why:
+- checkpoints hold experts, gates and maturity (safetensors), optimizer, scheduler, scaler, trainer state,
+  per-process RNG (tensors only), data position and extra state, plus a sha256 manifest; written into a
+  temporary directory and published atomically with a COMPLETE marker last; never any base-model weight;
+- resume re-plans the data position in samples (see `resume_plan.py`) and the LR schedule for the new total;
+- the loss is the model's next-token loss (label smoothing on shifted labels) plus the balance loss, and every
+  log line carries LM loss, balance loss, per-expert usage and routing entropy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from transformers import Trainer
+
+from dylora_moe.checkpoint.manifest import list_checkpoints, publish_atomically, write_manifest
+from dylora_moe.model.adapter_io import load_adapter, save_adapter
+from dylora_moe.training.resume_plan import ResumePlan
+from dylora_moe.training.rng import load_rng_state, save_rng_state
+from dylora_moe.training.state import DyLoRATrainingState
+
+TRAINER_STATE_NAME = "trainer_state.json"
+RUN_CONFIG_NAME = "run_config.json"
+
+
+class MoEStatsAccumulator:
+    """Running sums of the MoE statistics between two log lines (kept on device, synced only when logged)."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.count = 0
+        self.sums: dict[str, torch.Tensor] = {}
+
+    def add(self, outputs) -> None:
+        values = {
+            "lm_loss": outputs.lm_loss_per_token,
+            "balance_loss": outputs.balance_loss,
+            "routing_entropy": outputs.routing_entropy,
+            "expert_usage": outputs.expert_usage,
+        }
+        for key, value in values.items():
+            if value is None:
+                continue
+            value = value.detach().float()
+            self.sums[key] = self.sums[key] + value if key in self.sums else value.clone()
+        self.count += 1
+
+    def averages(self, prefix: str = "") -> dict[str, float]:
+        if not self.count:
+            return {}
+        logs: dict[str, float] = {}
+        for key, total in self.sums.items():
+            mean = total / self.count
+            if key == "expert_usage":
+                for i, v in enumerate(mean.tolist()):
+                    logs[f"{prefix}expert_usage_{i}"] = round(v, 5)
+            else:
+                logs[f"{prefix}{key}"] = round(mean.item(), 6)
+        return logs
+
+
+class DyLoRATrainer(Trainer):
+    """Use through `dylora_moe.training.run.train`, which sets the extra attributes below."""
+
+    def __init__(self, *args, dylora_state: DyLoRATrainingState, run_config: dict, metadata_fn, log=print, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.dylora_state = dylora_state
+        self.run_config = run_config
+        self.metadata_fn = metadata_fn  # () -> dict for the checkpoint manifest
+        self.resume_plan: ResumePlan | None = None
+        self.position_fn = None  # () -> dict, the data position at save time (set by the run)
+        self.train_stats = MoEStatsAccumulator()
+        self.eval_stats = MoEStatsAccumulator()
+        self.log_fn = log
+
+    @property
+    def moe_model(self):
+        return self.accelerator.unwrap_model(self.model)
+
+    # ------------------------------------------------------------------ loss & logging
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        outputs = model(**inputs, num_items_in_batch=num_items_in_batch)
+        coefficient = self.moe_model.dylora_config.balance_coefficient
+        lm_loss, balance = outputs.lm_loss, outputs.balance_loss
+        if model.training and num_items_in_batch is not None:
+            # lm_loss is already normalised over the whole accumulated (and, with average_tokens_across_devices,
+            # global) batch; HF will not divide by the accumulation steps, so the per-micro-batch balance
+            # term must be, and the LM term is pre-multiplied the way HF expects for cross-device averaging.
+            scale = self.accelerator.num_processes if self.args.average_tokens_across_devices else 1
+            loss = lm_loss * scale + coefficient * balance / self.current_gradient_accumulation_steps
+        else:
+            loss = lm_loss + coefficient * balance
+        (self.train_stats if model.training else self.eval_stats).add(outputs)
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:
+            logs.update(self.train_stats.averages())
+            self.train_stats.reset()
+        if "eval_loss" in logs:
+            logs.update(self.eval_stats.averages(prefix="eval_"))
+            self.eval_stats.reset()
+        super().log(logs, start_time)
+
+    # ------------------------------------------------------------------ checkpoints: save
+    def _save_checkpoint(self, model, trial):
+        step = self.state.global_step
+        run_dir = Path(self._get_output_dir(trial=trial))
+        final = run_dir / f"checkpoint-{step}"
+        tmp = run_dir / f".tmp-checkpoint-{step}"
+        main = self.args.should_save
+        if main:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        self.accelerator.wait_for_everyone()
+        self.store_flos()
+        if self.state.best_global_step:
+            best_dir = run_dir / f"checkpoint-{self.state.best_global_step}"
+            if best_dir.exists() or self.state.best_global_step == step:
+                self.state.best_model_checkpoint = str(best_dir)
+        if main:
+            save_adapter(self.moe_model, tmp)
+        self._save_optimizer_and_scheduler(str(tmp))
+        self._save_scaler(str(tmp))
+        save_rng_state(tmp, self.args.process_index)
+        if main:
+            if self.position_fn is not None:
+                self.dylora_state.data_position = self.position_fn()
+            self.dylora_state.save(tmp)
+            self.state.save_to_json(str(tmp / TRAINER_STATE_NAME))
+            (tmp / RUN_CONFIG_NAME).write_text(json.dumps(self.run_config, indent=2, sort_keys=True, default=str))
+        self.accelerator.wait_for_everyone()
+        if main:
+            write_manifest(tmp, self.metadata_fn())
+            publish_atomically(tmp, final)
+            self._rotate_checkpoints_keeping_best(run_dir)
+        self.accelerator.wait_for_everyone()
+
+    def _rotate_checkpoints_keeping_best(self, run_dir: Path) -> None:
+        limit = self.args.save_total_limit
+        if not limit or limit <= 0:
+            return
+        checkpoints = [path for _, path in list_checkpoints(run_dir)]
+        best = Path(self.state.best_model_checkpoint).resolve() if self.state.best_model_checkpoint else None
+        keep = set(checkpoints[-limit:])
+        if best is not None:
+            keep |= {p for p in checkpoints if p.resolve() == best}
+        for path in checkpoints:
+            if path not in keep:
+                shutil.rmtree(path, ignore_errors=True)
+
+    # ------------------------------------------------------------------ checkpoints: load
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        load_adapter(self.accelerator.unwrap_model(model or self.model), resume_from_checkpoint)
+
+    def _load_rng_state(self, checkpoint):
+        if checkpoint is None:
+            return
+        if not load_rng_state(checkpoint, self.args.process_index):
+            self.log_fn(
+                f"[train] no RNG state for process {self.args.process_index} in {checkpoint} "
+                "(saved with another world size): random streams start fresh"
+            )
+
+    def _init_training_state(self, max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial):
+        super()._init_training_state(
+            max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial
+        )
+        self.control.should_training_stop = False  # a run that early-stopped continues when resumed
+        if resume_from_checkpoint is None or self.resume_plan is None:
+            return 0, 0
+        return self.resume_plan.epochs_trained, self.resume_plan.batches_to_skip
+
+    def _load_best_model(self):
+        best = self.state.best_model_checkpoint
+        if best and Path(best).is_dir():
+            self.log_fn(f"[train] loading the best checkpoint {best} (eval_loss {self.state.best_metric:.4f})")
+            load_adapter(self.moe_model, best)
+

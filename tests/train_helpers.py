@@ -1,0 +1,60 @@
+"""Short real training runs on a micro base for the training/resumption tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from transformers import TrainerCallback
+
+from dylora_moe.data.config import DataConfig
+from dylora_moe.training.config import TrainConfig
+from dylora_moe.training.run import train
+
+ALPACA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "code_alpaca_2k.json"
+
+
+def micro_config(base: str, output_dir, **overrides) -> TrainConfig:
+    data = DataConfig(
+        datasets=overrides.pop("datasets", f"code_alpaca={ALPACA}"),
+        max_seq_length=96,
+        max_examples_per_dataset=overrides.pop("max_examples", 60),
+        eval_fraction=0.1,
+    )
+    values = dict(
+        model_name=base, output_dir=str(output_dir), num_epochs=2, save_steps=3, eval_steps=3, logging_steps=1,
+        train_batch_size=4, eval_batch_size=8, gradient_accumulation_steps=2, lora_dropout=0.1,
+        learning_rate=5e-3, warmup_ratio=0.1, mature_after_steps=-1, report_to="none", data=data,
+    )
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+class StopAt(TrainerCallback):
+    """Stops a run after `step` optimizer steps, saving a checkpoint there (an interruption)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_save = True
+            control.should_training_stop = True
+
+
+def run(cfg: TrainConfig, stop_at: int | None = None):
+    return train(cfg, log=lambda m: None, extra_callbacks=[StopAt(stop_at)] if stop_at else None)
+
+
+def step_losses(result) -> dict[int, float]:
+    return {e["step"]: e["loss"] for e in result.log_history if "loss" in e and "event" not in e}
+
+
+def adapter_weights(checkpoint) -> dict[str, torch.Tensor]:
+    return load_file(str(Path(checkpoint) / "adapter_model.safetensors"))
+
+
+def max_weight_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
