@@ -54,9 +54,14 @@ class RunEvents(TrainerCallback):
         self.plan = plan
         self.log = log
 
-    def on_train_begin(self, args, state, control, **kwargs):
+    def on_train_begin(self, args, state, control, lr_scheduler=None, **kwargs):
         if self.plan is None:
             return
+        if lr_scheduler is not None and hasattr(lr_scheduler, "lr_lambdas"):
+            before = lr_scheduler.get_last_lr()[0]
+            after = lr_scheduler.base_lrs[0] * lr_scheduler.lr_lambdas[0](lr_scheduler.last_epoch)
+            self.log(f"[train] LR schedule re-planned for {state.max_steps} steps: learning rate at step "
+                     f"{state.global_step} was {before:.3e}, continues at {after:.3e}")
         state.log_history.append({
             "step": state.global_step, "epoch": state.epoch, "event": "resume",
             "resumed_from": self.resume.label, "exact": self.plan.exact,

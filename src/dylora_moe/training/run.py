@@ -140,6 +140,14 @@ def train(cfg: TrainConfig, log=_log, extra_callbacks: list | None = None) -> Tr
     if saved_config is not None and cfg.grow_experts:
         new_config.num_experts = saved_config.num_experts
 
+    if is_main:
+        from dylora_moe.checkpoint.manifest import clean_stale_temp_dirs, list_checkpoints
+
+        clean_stale_temp_dirs(output_dir, log=lambda m: log(f"[checkpoint] {m}"))
+        for step, path in list_checkpoints(output_dir):
+            if not (path / "COMPLETE").exists():
+                log(f"[checkpoint] ignoring {path}: incomplete (no COMPLETE marker; a save was interrupted)")
+
     # 2. model and data
     set_seed(cfg.seed)
     model, tokenizer = build_model(cfg.model_name, new_config, log=log)

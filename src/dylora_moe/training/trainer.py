@@ -115,7 +115,7 @@ class DyLoRATrainer(Trainer):
         step = self.state.global_step
         run_dir = Path(self._get_output_dir(trial=trial))
         final = run_dir / f"checkpoint-{step}"
-        tmp = run_dir / f".tmp-checkpoint-{step}"
+        tmp = run_dir / f".tmp-checkpoint-{step}-0"  # same name on every rank; stale ones are removed at start
         main = self.args.should_save
         if main:
             shutil.rmtree(tmp, ignore_errors=True)

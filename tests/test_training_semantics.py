@@ -1,0 +1,122 @@
+"""Resume semantics: patience and counters carry over, mismatches fail early, checkpoints stay small."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from dylora_moe.checkpoint.manifest import write_manifest
+from dylora_moe.errors import UserError
+from micro import save_micro_base
+from train_helpers import micro_config, run
+
+LOG_KEYS = {"loss", "lm_loss", "balance_loss", "learning_rate", "routing_entropy",
+            "expert_usage_0", "expert_usage_1", "expert_usage_2", "expert_usage_3"}
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    return save_micro_base(tmp_path_factory.mktemp("base") / "micro")
+
+
+@pytest.fixture(scope="module")
+def early_stopped(base, tmp_path_factory):
+    """learning_rate 0: eval loss never improves, so patience 2 stops at the third evaluation (step 9)."""
+    out = tmp_path_factory.mktemp("early")
+    result = run(micro_config(base, out, learning_rate=0.0, early_stopping_patience=2, num_epochs=3))
+    return out, result
+
+
+def _state(checkpoint) -> dict:
+    return json.loads((Path(checkpoint) / "dylora_state.json").read_text())
+
+
+def test_early_stop_then_resume_with_more_patience(base, early_stopped, tmp_path):
+    out, first = early_stopped
+    assert first.global_step == 9
+    saved = _state(out / "checkpoint-9")["early_stopping"]
+    assert saved["counter"] == 2 and saved["stopped"] is True
+    resumed = run(micro_config(base, tmp_path, learning_rate=0.0, early_stopping_patience=4, num_epochs=6,
+                               resume_from_checkpoint=str(out / "checkpoint-9")))
+    # training continues: counter 2 carries over, patience 4 stops it two evaluations later
+    assert resumed.global_step == 15
+    final = _state(Path(tmp_path) / "checkpoint-15")["early_stopping"]
+    assert final["counter"] == 4 and final["best_metric"] == pytest.approx(saved["best_metric"], abs=0)
+    assert resumed.best_metric == pytest.approx(first.best_metric, abs=0)
+    # the resumed run writes to its own output dir and continues the step numbering
+    assert sorted(p.name for p in Path(tmp_path).glob("checkpoint-*")) == ["checkpoint-12", "checkpoint-15"]
+
+
+def test_every_log_line_carries_the_moe_metrics(early_stopped):
+    _, result = early_stopped
+    train_logs = [e for e in result.log_history if "loss" in e and "train_runtime" not in e]
+    assert len(train_logs) == 9
+    for entry in train_logs:
+        assert LOG_KEYS <= entry.keys(), LOG_KEYS - entry.keys()
+        assert sum(entry[f"expert_usage_{i}"] for i in range(4)) == pytest.approx(1.0, abs=1e-3)
+    evals = [e for e in result.log_history if "eval_loss" in e]
+    assert evals and all({"eval_lm_loss", "eval_balance_loss"} <= e.keys() for e in evals)
+
+
+def test_checkpoint_holds_only_trainable_state_and_is_small(early_stopped):
+    out, _ = early_stopped
+    ckpt = out / "checkpoint-9"
+    tensors = load_file(str(ckpt / "adapter_model.safetensors"))
+    assert all(".lora_A." in k or ".lora_B." in k or k.startswith("routers.") or k == "maturity" for k in tensors)
+    trainable = sum(t.numel() for k, t in tensors.items() if k != "maturity")
+    size = sum(p.stat().st_size for p in ckpt.rglob("*") if p.is_file())
+    limit = 1.05 * trainable * 12 + 2**20
+    print(f"checkpoint {size} bytes for {trainable} trainable parameters; limit {limit:.0f}")
+    assert size <= limit
+    for name in ("optimizer.pt", "scheduler.pt", "trainer_state.json", "rng_state_0.pth", "manifest.json", "COMPLETE"):
+        assert (ckpt / name).is_file(), name
+    position = _state(ckpt)["data_position"]
+    assert position["global_step"] == 9 and position["dataset_fingerprint"]
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"num_experts": 2}, "has num_experts=4 but the model has num_experts=2; pass --num_experts 4"),
+        ({"lora_r": 8}, "has lora_r=16 but the model has lora_r=8; pass --lora_r 16"),
+        ({"target_modules": "q_proj,k_proj"}, "has target_modules=['q_proj', 'v_proj'] but the model has "
+         "target_modules=['k_proj', 'q_proj']; pass --target_modules q_proj,v_proj"),
+    ],
+)
+def test_model_mismatch_is_one_clear_error_before_training(base, early_stopped, tmp_path, override, message):
+    out, _ = early_stopped
+    with pytest.raises(UserError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        run(micro_config(base, tmp_path, resume_from_checkpoint=str(out / "checkpoint-9"), **override))
+    assert not list(Path(tmp_path).iterdir())  # nothing was trained or written
+
+
+def test_other_base_model_is_refused(early_stopped, tmp_path):
+    out, _ = early_stopped
+    other = save_micro_base(tmp_path / "other-base", seed=1)
+    with pytest.raises(UserError, match=r"has base_model=.*micro but the model has base_model=.*other-base; pass --model_name"):
+        run(micro_config(other, tmp_path / "out", resume_from_checkpoint=str(out / "checkpoint-9")))
+
+
+def _weights_only_copy(src: Path, dest: Path) -> Path:
+    shutil.copytree(src, dest)
+    for name in ("optimizer.pt", "scheduler.pt", "COMPLETE"):
+        (dest / name).unlink()
+    write_manifest(dest, {})
+    (dest / "COMPLETE").write_text("")
+    return dest
+
+
+def test_missing_optimizer_is_an_error_unless_weights_only(base, early_stopped, tmp_path):
+    out, _ = early_stopped
+    ckpt = _weights_only_copy(out / "checkpoint-9", tmp_path / "weights-only")
+    with pytest.raises(UserError, match=r"has no optimizer.pt, scheduler.pt: it cannot continue the run exactly; "
+                                        r"pass --weights_only_resume"):
+        run(micro_config(base, tmp_path / "a", resume_from_checkpoint=str(ckpt)))
+    result = run(micro_config(base, tmp_path / "b", resume_from_checkpoint=str(ckpt), weights_only_resume=True,
+                              max_steps=2))
+    assert result.global_step == 2  # a fresh schedule from step 0, starting from the saved experts
