@@ -58,6 +58,12 @@ class TrainConfig:
     weights_only_resume: bool = False
     grow_experts: int = 0
     checkpoint_store: str | None = None
+    # code benchmarks on the trained weights (HumanEval / MBPP, sandboxed)
+    eval_benchmarks: str | None = None  # e.g. "humaneval,mbpp"
+    eval_benchmarks_when: str = "end"  # or "epoch"
+    eval_benchmarks_limit: int | None = None
+    eval_max_new_tokens: int = 256
+    eval_mbpp_path: str | None = None
     # tracking
     report_to: str = "auto"  # auto: W&B when WANDB_PROJECT/--wandb_project set and wandb is installed; none
     wandb_project: str | None = None
@@ -82,4 +88,8 @@ FLAG_HELP = {
     "grow_experts": "add N new immature experts to the resumed model",
     "checkpoint_store": "upload checkpoints to this store URI (dir, gs://, s3://, wandb://entity/project/name)",
     "eval_steps": "evaluate every N steps (default: --save_steps)",
+    "eval_benchmarks": "run code benchmarks (humaneval,mbpp) on the trained weights, sandboxed",
+    "eval_benchmarks_when": "'end' of training or every 'epoch'",
+    "eval_benchmarks_limit": "only the first N problems of each benchmark",
+    "eval_mbpp_path": "local MBPP jsonl for --eval_benchmarks mbpp (otherwise the hub)",
 }

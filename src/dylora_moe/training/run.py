@@ -109,6 +109,7 @@ def train(cfg: TrainConfig, log=_log, extra_callbacks: list | None = None) -> Tr
     from dylora_moe.training.resume_plan import DataPosition, plan_resume
     from dylora_moe.training.state import DyLoRATrainingState
     from dylora_moe.training.trainer import DyLoRATrainer
+    from dylora_moe.checkpoint.upload_setup import EXIT_UPLOAD_FAILED
     from dylora_moe.training.tracking import setup_tracking
 
     output_dir = Path(cfg.output_dir)
@@ -209,11 +210,16 @@ def train(cfg: TrainConfig, log=_log, extra_callbacks: list | None = None) -> Tr
     if not cfg.disable_early_stopping and len(data.eval) > 0:
         callbacks.append(PatienceEarlyStopping(cfg.early_stopping_patience, dylora_state.early_stopping, log=log))
     callbacks.append(RunEvents(resume, plan, log=log))
-    uploader = tracking.make_uploader(is_main)
-    if uploader is not None:
-        from dylora_moe.checkpoint.upload_callback import CheckpointUploadCallback
+    uploads = tracking.upload_callback(is_main, log=log)  # background; only the main process uploads
+    if uploads is not None:
+        callbacks.append(uploads)
+    if cfg.eval_benchmarks:
+        from dylora_moe.eval.callback import BenchmarkEvalCallback
 
-        callbacks.append(CheckpointUploadCallback(uploader, log=log))
+        callbacks.append(BenchmarkEvalCallback(
+            tokenizer, cfg.eval_benchmarks, output_dir, when=cfg.eval_benchmarks_when, log=log,
+            limit=cfg.eval_benchmarks_limit, max_new_tokens=cfg.eval_max_new_tokens, mbpp_path=cfg.eval_mbpp_path,
+        ))
     callbacks += extra_callbacks or []
 
     run_config = cfg.to_dict()
@@ -243,11 +249,13 @@ def train(cfg: TrainConfig, log=_log, extra_callbacks: list | None = None) -> Tr
 
     # 5. train
     preemption.install()
+    trained = False
     try:
         trainer.train(resume_from_checkpoint=str(resume.path) if full_resume else None)
+        trained = True
     finally:
         preemption.uninstall()
-    failures = tracking.finish(uploader)
+        failures = tracking.finish(uploads, log=log, failed=not trained)  # waits for pending uploads
 
     # 6. summary
     from dylora_moe.checkpoint.manifest import find_latest_checkpoint
@@ -258,7 +266,7 @@ def train(cfg: TrainConfig, log=_log, extra_callbacks: list | None = None) -> Tr
     result = TrainResult(
         global_step=state.global_step, epoch=state.epoch or 0.0, best_metric=state.best_metric,
         best_checkpoint=state.best_model_checkpoint, last_checkpoint=str(last) if last else None,
-        preempted=preempted, exit_code=EXIT_PREEMPTED if preempted else (3 if failures else 0),
+        preempted=preempted, exit_code=EXIT_PREEMPTED if preempted else (EXIT_UPLOAD_FAILED if failures else 0),
         log_history=list(state.log_history),
     )
     if is_main:
@@ -268,10 +276,11 @@ def train(cfg: TrainConfig, log=_log, extra_callbacks: list | None = None) -> Tr
         if preempted:
             waited = time.monotonic() - preemption.requested_at
             log(f"[train] preempted ({preemption.signal_name}) at step {state.global_step}: checkpoint {last} "
-                f"written{' and uploaded' if uploader else ''} {waited:.1f} s after the signal; "
+                f"written{' and uploaded' if uploads else ''} {waited:.1f} s after the signal; "
                 f"exit code {EXIT_PREEMPTED}; restart with --resume_from_checkpoint auto")
         log(f"[train] done: {state.global_step} steps, epoch {state.epoch or 0:.2f}, {elapsed:.0f} s; "
             f"best eval_loss {best} at {state.best_model_checkpoint}; last checkpoint {last}")
         if failures:
-            log(f"[train] {len(failures)} checkpoint upload(s) failed: " + "; ".join(str(f) for f in failures))
+            log(f"[train] {len(failures)} checkpoint upload(s) failed after retries (see the [upload] lines); "
+                f"exit code {EXIT_UPLOAD_FAILED}")
     return result
