@@ -8,12 +8,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from dylora_moe.checkpoint.manifest import write_manifest
 from dylora_moe.errors import UserError
 from micro import save_micro_base
-from train_helpers import micro_config, run
+from train_helpers import adapter_weights, micro_config, run
 
 LOG_KEYS = {"loss", "lm_loss", "balance_loss", "learning_rate", "routing_entropy",
             "expert_usage_0", "expert_usage_1", "expert_usage_2", "expert_usage_3"}
@@ -120,3 +121,12 @@ def test_missing_optimizer_is_an_error_unless_weights_only(base, early_stopped, 
     result = run(micro_config(base, tmp_path / "b", resume_from_checkpoint=str(ckpt), weights_only_resume=True,
                               max_steps=2))
     assert result.global_step == 2  # a fresh schedule from step 0, starting from the saved experts
+
+
+def test_checkpoint_saved_under_bf16_resumes_in_fp32(base, tmp_path):
+    first = run(micro_config(base, tmp_path, bf16=True, max_steps=4), stop_at=3)
+    assert first.global_step == 3
+    resumed = run(micro_config(base, tmp_path, max_steps=4, resume_from_checkpoint="latest"))
+    assert resumed.global_step == 4
+    weights = adapter_weights(resumed.last_checkpoint)
+    assert {t.dtype for k, t in weights.items() if k != "maturity"} == {torch.float32}
