@@ -24,15 +24,20 @@ _DPI = 100
 
 
 def _mark_events(ax: Axes, history: RunHistory) -> None:
-    """Vertical lines for resumes, maturity changes and dataset changes (one legend entry each)."""
+    """Vertical lines for resumes, maturity changes and dataset changes (one legend entry each).
+
+    Maturity changes are wide translucent bands drawn underneath, so a resume at the same step (common:
+    maturity is often reached at a save step) stays visible on top of it.
+    """
     marks = [
-        (history.resume_steps, dict(color="tab:red", linestyle="--"), "resume"),
-        ([c.step for c in history.maturity_changes], dict(color="tab:green", linestyle=":"), "maturity change"),
-        (history.dataset_changes, dict(color="tab:gray", linestyle="-."), "dataset changed"),
+        ([c.step for c in history.maturity_changes],
+         dict(color="tab:green", linestyle="-", linewidth=4, alpha=0.35, zorder=4), "maturity change"),
+        (history.dataset_changes, dict(color="tab:gray", linestyle="-.", linewidth=1.2, zorder=5), "dataset changed"),
+        (history.resume_steps, dict(color="tab:red", linestyle="--", linewidth=1.4, zorder=6), "resume"),
     ]
     for steps, style, label in marks:
         for i, step in enumerate(sorted(set(steps))):
-            ax.axvline(step, linewidth=1.2, alpha=0.9, zorder=5, label=label if i == 0 else None, **style)
+            ax.axvline(step, label=label if i == 0 else None, **style)
 
 
 def _new_figure(rows: int = 1) -> tuple[Figure, list[Axes]]:

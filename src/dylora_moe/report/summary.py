@@ -109,7 +109,7 @@ def summary_blocks(history: RunHistory, figures: dict[str, Path], source: str, s
     blocks += _events(history)
     if figures:
         blocks.append(("h", "Figures"))
-        blocks.append(("p", "Dashed red: resume; dotted green: maturity change; dash-dot grey: dataset change."))
+        blocks.append(("p", "Dashed red: resume; wide green band: maturity change; dash-dot grey: dataset change."))
         blocks += [("img", _TITLES.get(name, name), path.name) for name, path in figures.items()]
     return blocks
 
