@@ -157,3 +157,21 @@ def test_add_experts_keeps_existing_experts():
         else:
             assert torch.equal(after[name], value)
     assert model(**batch()).loss.isfinite()
+
+
+def test_label_smoothing_applies_to_shifted_labels():
+    import torch.nn.functional as F
+
+    from dylora_moe.model.moe_model import shifted_lm_loss
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 11)
+    labels = torch.randint(0, 11, (2, 5))
+    labels[0, 1] = -100
+    total, count = shifted_lm_loss(logits, labels, label_smoothing=0.1)
+    manual = F.cross_entropy(logits[:, :-1].reshape(-1, 11), labels[:, 1:].reshape(-1), ignore_index=-100,
+                             label_smoothing=0.1, reduction="sum")
+    assert count.item() == 7 and torch.allclose(total, manual)
+    unshifted = F.cross_entropy(logits.reshape(-1, 11), labels.reshape(-1), ignore_index=-100,
+                                label_smoothing=0.1, reduction="sum")
+    assert not torch.allclose(total, unshifted)

@@ -130,3 +130,45 @@ def test_checkpoint_saved_under_bf16_resumes_in_fp32(base, tmp_path):
     assert resumed.global_step == 4
     weights = adapter_weights(resumed.last_checkpoint)
     assert {t.dtype for k, t in weights.items() if k != "maturity"} == {torch.float32}
+
+
+def _logged_run(cfg, stop_at=None):
+    from dylora_moe.training.run import train
+    from train_helpers import StopAt
+
+    lines: list[str] = []
+    result = train(cfg, log=lines.append, extra_callbacks=[StopAt(stop_at)] if stop_at else None)
+    return result, lines
+
+
+def test_more_epochs_extend_the_run_and_replan_the_schedule(base, tmp_path):
+    first, _ = _logged_run(micro_config(base, tmp_path, num_epochs=1, early_stopping_patience=10))
+    assert first.global_step == 6
+    resumed, lines = _logged_run(micro_config(base, tmp_path, num_epochs=2, early_stopping_patience=10,
+                                              resume_from_checkpoint="latest"))
+    assert resumed.global_step == 12
+    replanned = [line for line in lines if "LR schedule re-planned for 12 steps" in line]
+    assert len(replanned) == 1, lines
+    before, after = (float(x) for x in replanned[0].split(" was ")[1].split(", continues at "))
+    assert before < 1e-4 < after  # the old cosine had ended; the new plan continues from its middle
+
+
+def test_changed_dataset_restarts_epochs_without_skipping(base, tmp_path):
+    _logged_run(micro_config(base, tmp_path, early_stopping_patience=10), stop_at=4)
+    resumed, lines = _logged_run(micro_config(base, tmp_path, max_examples=80, num_epochs=1,
+                                              early_stopping_patience=10, resume_from_checkpoint="latest"))
+    assert any("training data changed" in line and "epochs restart on the new data from step 4" in line
+               for line in lines), lines
+    per_epoch = int(next(line for line in lines if "steps planned" in line).split("(")[1].split(" per epoch")[0])
+    assert resumed.global_step == 4 + per_epoch
+    assert any(e.get("event") == "dataset_changed" for e in resumed.log_history)
+
+
+def test_save_total_limit_keeps_the_best_and_best_is_loaded_at_end(base, tmp_path):
+    # learning rate 0: every evaluation ties, so the first one (step 3) stays the best
+    result, lines = _logged_run(micro_config(base, tmp_path, learning_rate=0.0, disable_early_stopping=True,
+                                             save_total_limit=1, load_best_model_at_end=True))
+    assert result.global_step == 12
+    assert sorted(p.name for p in Path(tmp_path).glob("checkpoint-*")) == ["checkpoint-12", "checkpoint-3"]
+    assert result.best_checkpoint.endswith("checkpoint-3")
+    assert any("loading the best checkpoint" in line and "checkpoint-3" in line for line in lines)

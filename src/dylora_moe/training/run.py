@@ -123,7 +123,7 @@ def train(cfg: TrainConfig, log=_log, extra_callbacks: list | None = None) -> Tr
         lr_scheduler_type=cfg.lr_scheduler_type, warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
         max_grad_norm=cfg.max_grad_norm, num_train_epochs=cfg.num_epochs, max_steps=cfg.max_steps,
         logging_steps=cfg.logging_steps, save_strategy="steps", save_steps=cfg.save_steps,
-        eval_strategy="steps", eval_steps=eval_steps, save_total_limit=cfg.save_total_limit,
+        eval_strategy="steps", eval_steps=eval_steps,
         load_best_model_at_end=cfg.load_best_model_at_end, metric_for_best_model="eval_loss",
         greater_is_better=False, remove_unused_columns=False, prediction_loss_only=True,
         dataloader_num_workers=0, report_to=tracking.report_to, gradient_checkpointing=cfg.gradient_checkpointing,
@@ -242,6 +242,7 @@ def train(cfg: TrainConfig, log=_log, extra_callbacks: list | None = None) -> Tr
     if len(data.eval) == 0:
         trainer.args.eval_strategy = "no"
     trainer.resume_plan = plan
+    trainer.save_total_limit = cfg.save_total_limit
     trainer.position_fn = tracker.position
     log(f"[train] {model.num_experts} experts x r={new_config.lora_r} on {new_config.target_modules}: "
         f"{model.trainable_parameter_count():,} trainable parameters; {total_steps} steps planned "

@@ -77,6 +77,9 @@ class DyLoRATrainer(Trainer):
         self.metadata_fn = metadata_fn  # () -> dict for the checkpoint manifest
         self.resume_plan: ResumePlan | None = None
         self.position_fn = None  # () -> dict, the data position at save time (set by the run)
+        # ours, not HF's `args.save_total_limit`: with a limit of 1 HF deletes the last checkpoint at the end of
+        # training when it is not the best one, which would lose the point to resume from
+        self.save_total_limit: int | None = None
         self.train_stats = MoEStatsAccumulator()
         self.eval_stats = MoEStatsAccumulator()
         self.log_fn = log
@@ -145,7 +148,7 @@ class DyLoRATrainer(Trainer):
         self.accelerator.wait_for_everyone()
 
     def _rotate_checkpoints_keeping_best(self, run_dir: Path) -> None:
-        limit = self.args.save_total_limit
+        limit = self.save_total_limit
         if not limit or limit <= 0:
             return
         checkpoints = [path for _, path in list_checkpoints(run_dir)]
