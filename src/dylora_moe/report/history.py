@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,7 +128,7 @@ def _merge_by_step(kept: list, kind: str) -> dict[int, dict]:
     return merged
 
 
-def _series(rows: dict[int, dict], keep: callable, dropped: dict[str, int]) -> dict[str, Series]:
+def _series(rows: dict[int, dict], keep: Callable[[str], bool], dropped: dict[str, int]) -> dict[str, Series]:
     """Per-metric series from step -> merged entry; non-finite values are left out and counted."""
     points: dict[str, list[tuple[int, float]]] = {}
     for step in sorted(rows):
