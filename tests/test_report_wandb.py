@@ -29,33 +29,3 @@ def test_figures_land_in_the_offline_run_dir(tmp_path, monkeypatch):
         assert sum(p.name.startswith(f"{figure.stem}_") for p in images) == 1, figure.stem
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in images)
 
-
-def test_callback_writes_the_report_from_the_trainer_state(tmp_path, monkeypatch):
-    from transformers import TrainerControl, TrainerState
-
-    from dylora_moe.report.callback import ReportCallback
-
-    monkeypatch.setattr(wandb, "run", None)
-    lines: list[str] = []
-    state = TrainerState(global_step=120, epoch=3.0, log_history=syn.log_history())
-    callback = ReportCallback(log=lines.append)
-    args = type("Args", (), {"output_dir": str(tmp_path)})()
-    callback.on_train_end(args, state, TrainerControl())
-    assert [p.name for p in callback.result.figures][0] == "losses.png"
-    assert lines == [f"run report: {tmp_path / 'report' / 'summary.html'} (5 figures)"]
-    assert "Reached step 120, epoch 3." in (tmp_path / "report" / "summary.md").read_text()
-
-
-def test_callback_failure_is_one_warning_not_a_crash(tmp_path):
-    from transformers import TrainerControl, TrainerState
-
-    from dylora_moe.report.callback import ReportCallback
-
-    (tmp_path / "report").write_text("a file where the report dir should go")
-    lines: list[str] = []
-    callback = ReportCallback(log=lines.append)
-    args = type("Args", (), {"output_dir": str(tmp_path)})()
-    state = TrainerState(global_step=1, log_history=[{"step": 1, "loss": 1.0}])
-    callback.on_train_end(args, state, TrainerControl())
-    assert callback.result is None
-    assert len(lines) == 1 and lines[0].startswith("warning: run report not written (FileExistsError: ")
