@@ -1,7 +1,8 @@
-"""Wire checkpoint uploads into a training run: pick the store, build uploader + callback.
+"""Wire checkpoint uploads into a training run: pick the store, build uploader + callback, wait at exit.
 
 Why here: the trainer should need two calls — `build_upload_callback(...)` before training and
-`finish_uploads(callback)` before exit — and nothing about stores, threads or aliases.
+`finish_uploads(callback)` before exit — and nothing about stores, threads or aliases. This is the only
+place that builds uploaders for training (`training/tracking.py` calls it).
 """
 
 from __future__ import annotations
@@ -15,17 +16,29 @@ from dylora_moe.checkpoint.upload_callback import CheckpointUploadCallback
 from dylora_moe.checkpoint.uploader import BackgroundUploader, UploadFailure
 from dylora_moe.errors import UserError
 
-DEFAULT_ARTIFACT_NAME = "dylora-moe-checkpoint"
+DEFAULT_ARTIFACT_NAME = "dylora-model-full"  # the seed's name: resume with entity/project/dylora-model-full:best
+EXIT_UPLOAD_FAILED = 3  # training finished, but at least one checkpoint upload failed after all retries
 
 
-def default_checkpoint_store_uri(wandb_run=None, artifact_name: str | None = None) -> str | None:
+def default_checkpoint_store_uri(
+    wandb_run=None, artifact_name: str = DEFAULT_ARTIFACT_NAME, entity: str | None = None
+) -> str | None:
     """--checkpoint_store default: the active W&B run's project (offline runs stage for `wandb sync`), else None."""
     if wandb_run is None:
         return None
-    name = artifact_name or f"{DEFAULT_ARTIFACT_NAME}-{wandb_run.name or wandb_run.id}"
-    name = re.sub(r"[^A-Za-z0-9_.\-]+", "-", name)
-    entity = wandb_run.entity or os.environ.get("WANDB_ENTITY") or "local"
+    name = re.sub(r"[^A-Za-z0-9_.\-]+", "-", artifact_name)
+    entity = entity or getattr(wandb_run, "entity", None) or os.environ.get("WANDB_ENTITY") or "local"
     return f"wandb://{entity}/{wandb_run.project}/{name}"
+
+
+def check_store_uri(store_uri: str) -> None:
+    """A store for uploads must be a whole store, not one version of it; raises UserError otherwise."""
+    _store, ref = open_store(store_uri)
+    if ref is not None:
+        raise UserError(
+            f"--checkpoint_store {store_uri!r} names a version/alias ({ref!r}); give the store only, "
+            "e.g. gs://bucket/run or wandb://entity/project/name"
+        )
 
 
 def build_upload_callback(
@@ -35,15 +48,14 @@ def build_upload_callback(
     max_attempts: int = 4,
     backoff_s: float = 2.0,
 ) -> CheckpointUploadCallback | None:
-    """A Trainer callback that uploads each save to `store_uri` in the background (None: uploads off)."""
+    """A Trainer callback that uploads each save to `store_uri` in the background (None: uploads off).
+
+    On processes other than the main one the uploader is a no-op: only the main process uploads.
+    """
     if not store_uri:
         return None
-    store, ref = open_store(store_uri)
-    if ref is not None:
-        raise UserError(
-            f"--checkpoint_store {store_uri!r} names a version/alias ({ref!r}); give the store only, "
-            "e.g. gs://bucket/run or wandb://entity/project/name"
-        )
+    check_store_uri(store_uri)
+    store, _ = open_store(store_uri)
     uploader = BackgroundUploader(store, is_main_process, max_attempts=max_attempts, backoff_s=backoff_s, log=log)
     return CheckpointUploadCallback(uploader, log=log)
 

@@ -2,8 +2,13 @@
 
 W&B is used when asked (`--report_to wandb`) or, with `--report_to auto`, when a project is named
 (`--wandb_project` or WANDB_PROJECT) and the SDK is installed. HF's own W&B callback logs every metric line
-(ours carry LM/balance loss, per-expert usage and routing entropy); we only open the run first so its id
-goes into checkpoint metadata. The API key is read by the SDK from the environment and never touched here.
+(ours carry LM/balance loss, per-expert usage, routing entropy and the learning rate); we only open the run
+first so its id goes into checkpoint metadata and the default store is the run's project.
+The API key is read by the SDK from the environment and never touched here.
+
+Uploads are built by `checkpoint.upload_setup` (the one place for that); this module decides the store
+(`--checkpoint_store`, else W&B when a W&B run is active) and closes everything in the right order:
+pending uploads first (they may log into the W&B run), then the run.
 """
 
 from __future__ import annotations
@@ -14,13 +19,12 @@ from dataclasses import dataclass, field
 
 from dylora_moe.errors import UserError
 
-DEFAULT_WANDB_ARTIFACT = "dylora-model-full"
-SECRET_KEYS = ("WANDB_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+SECRET_MARKERS = ("api_key", "token", "secret", "password")
 
 
 def sanitized_config(config: dict) -> dict:
     """The run config without anything that looks like a secret (defence in depth: keys are never flags)."""
-    return {k: v for k, v in config.items() if not any(s.lower() in k.lower() for s in ("api_key", "token", "secret"))}
+    return {k: v for k, v in config.items() if not any(s in k.lower() for s in SECRET_MARKERS)}
 
 
 @dataclass
@@ -30,19 +34,27 @@ class Tracking:
     store_uri: str | None = None
     wandb_run: object | None = None
 
-    def make_uploader(self, is_main: bool):
-        if not self.store_uri:
-            return None
-        from dylora_moe.checkpoint.stores.uri import open_store
-        from dylora_moe.checkpoint.uploader import BackgroundUploader
+    def upload_callback(self, is_main: bool, log=print):
+        """The background-upload callback for `store_uri` (None when uploads are off); no-op off the main process."""
+        from dylora_moe.checkpoint.upload_setup import build_upload_callback
 
-        store, _ = open_store(self.store_uri)
-        return BackgroundUploader(store, is_main_process=is_main, log=lambda m: print(f"[upload] {m}", flush=True))
+        return build_upload_callback(self.store_uri, is_main_process=is_main, log=lambda m: log(f"[upload] {m}"))
 
-    def finish(self, uploader) -> list:
-        failures = uploader.close() if uploader is not None else []
-        if self.wandb_run is not None:
-            self.wandb_run.finish()
+    def finish(self, callback, log=print, failed: bool = False) -> list:
+        """Wait for pending uploads (reporting failures), then close the W&B run; returns the failures."""
+        from dylora_moe.checkpoint.upload_setup import finish_uploads
+
+        try:
+            failures = finish_uploads(callback, log=lambda m: log(f"[upload] {m}"))
+        finally:
+            if self.wandb_run is not None:
+                import wandb
+
+                self.wandb_run.finish(exit_code=1 if failed else 0)
+                self.wandb_run = None
+                # finish() returns before the service has written the run (offline: the staged artifacts);
+                # teardown waits for it, so everything is on disk before a (possibly preempted) worker exits
+                wandb.teardown()
         return failures
 
 
@@ -59,7 +71,37 @@ def _wandb_wanted(cfg) -> bool:
     return bool(named) and importlib.util.find_spec("wandb") is not None
 
 
+def check_resume_artifact(cfg) -> None:
+    """A W&B resume source fails here (path form, mode, key) before a W&B run is opened or anything is built.
+
+    `--wandb_checkpoint_artifact` / WANDB_CHECKPOINT_ARTIFACT values that are neither an existing path nor a
+    URI with a scheme are W&B paths, so a malformed one gets the expected-form error rather than "no such path".
+    """
+    from pathlib import Path
+
+    from dylora_moe.checkpoint.stores.uri import is_wandb_uri
+    from dylora_moe.checkpoint.stores.wandb_store import check_wandb_download_preconditions
+
+    artifact = cfg.wandb_checkpoint_artifact or os.environ.get("WANDB_CHECKPOINT_ARTIFACT") or None
+    source = cfg.resume_from_checkpoint
+    if source in ("latest", "auto"):
+        return  # auto falls back to the artifact only when no checkpoint of this run exists
+    if source is None:
+        source = artifact
+        if source and "://" not in source and not Path(source).exists():
+            check_wandb_download_preconditions(source)
+            return
+    if source and is_wandb_uri(source):
+        check_wandb_download_preconditions(source)
+
+
 def setup_tracking(cfg, log=print) -> Tracking:
+    """Check the resume artifact and upload store, open the W&B run if wanted, pick the default store."""
+    from dylora_moe.checkpoint.upload_setup import check_store_uri, default_checkpoint_store_uri
+
+    check_resume_artifact(cfg)
+    if cfg.checkpoint_store:
+        check_store_uri(cfg.checkpoint_store)
     tracking = Tracking(store_uri=cfg.checkpoint_store)
     is_main = int(os.environ.get("RANK", "0")) == 0
     if not _wandb_wanted(cfg):
@@ -78,7 +120,6 @@ def setup_tracking(cfg, log=print) -> Tracking:
     tracking.wandb_run = run
     tracking.run_id = run.id
     if not tracking.store_uri:
-        run_entity = entity or getattr(run, "entity", "") or "local"
-        tracking.store_uri = f"wandb://{run_entity}/{project}/{DEFAULT_WANDB_ARTIFACT}"
+        tracking.store_uri = default_checkpoint_store_uri(run, entity=entity)
     log(f"[wandb] run {run.id} ({os.environ.get('WANDB_MODE', 'online')}); checkpoints -> {tracking.store_uri}")
     return tracking

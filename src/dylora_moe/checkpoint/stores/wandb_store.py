@@ -152,7 +152,7 @@ class WandbStore(CheckpointStore):
         )
         return VersionInfo(
             version=version,
-            aliases=["latest", *aliases],
+            aliases=list(dict.fromkeys(["latest", *aliases])),  # the callback passes `latest` too
             metadata=metadata,
             size=checkpoint_size(local_dir),
             digest=digest,

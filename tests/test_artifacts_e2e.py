@@ -1,0 +1,319 @@
+"""Checkpoint artifacts in training, end to end: train → upload → delete the output → resume from the store.
+
+Real components wherever they run here: local store dirs, gs:// on gcp-storage-emulator, s3:// on moto, the
+real wandb SDK in offline mode (what a later `wandb sync` would upload), and the fake W&B server side at the
+backend seam for everything that needs a server (versions, download).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import threading
+
+import pytest
+from ckpt_helpers import make_checkpoint
+from fake_wandb import FakeWandbServer
+from micro import save_micro_base
+from test_checkpoint_stores_cloud import gcs_server, s3_server  # noqa: F401 - loopback servers as fixtures
+from train_helpers import adapter_weights, max_weight_diff, micro_config, run, step_losses
+from transformers import TrainerCallback
+
+from dylora_moe.checkpoint import upload_setup
+from dylora_moe.checkpoint.manifest import verify_checkpoint
+from dylora_moe.checkpoint.stores import wandb_store
+from dylora_moe.checkpoint.stores.fsspec_store import FsspecStore
+from dylora_moe.checkpoint.stores.uri import open_store
+from dylora_moe.checkpoint.uploader import BackgroundUploader
+from dylora_moe.cli import main
+from dylora_moe.errors import UserError
+from dylora_moe.training.run import train
+from dylora_moe.training.tracking import Tracking, setup_tracking
+
+FAKE_KEY = "k" * 32 + "dyloraSECRET"
+METADATA_KEYS = {"global_step", "epoch", "best_metric", "best_global_step", "run_id", "run_name", "base_model",
+                 "num_experts", "lora_r", "maturity", "datasets", "dataset_fingerprint", "world_size"}
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    return save_micro_base(tmp_path_factory.mktemp("base") / "micro")
+
+
+@pytest.fixture(autouse=True)
+def artifact_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("DYLORA_MOE_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def fake_wandb(monkeypatch):
+    """Online mode with a fake key and the fake W&B server side at the backend seam."""
+    server = FakeWandbServer()
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+    monkeypatch.setattr(wandb_store, "BACKEND", server)
+    return server
+
+
+def quick(base, out, **overrides):
+    """5 optimizer steps in one epoch, checkpoints at 3 and 5."""
+    return micro_config(base, out, max_examples=50, num_epochs=1, **overrides)
+
+
+def aliases_by_step(store) -> dict[int, list[str]]:
+    return {v.metadata["global_step"]: v.aliases for v in store.list_versions()}
+
+
+def resume_events(result) -> list[dict]:
+    return [e for e in result.log_history if e.get("event") == "resume"]
+
+
+# ---------------------------------------------------------------- exact continuation through a store
+@pytest.mark.slow
+def test_local_store_exact_continuation_after_deleting_output(base, tmp_path):
+    reference = run(micro_config(base, tmp_path / "reference"))
+    store_uri, out = str(tmp_path / "store"), tmp_path / "out"
+    first = run(micro_config(base, out, checkpoint_store=store_uri), stop_at=5)
+    assert first.exit_code == 0 and first.global_step == 5
+    store, _ = open_store(store_uri)
+    versions = store.list_versions()
+    assert [(v.version, v.aliases) for v in versions] == [
+        ("v0", ["best", "step-3"]), ("v1", ["final", "latest", "step-5"]),
+    ]
+    meta = versions[1].metadata
+    assert METADATA_KEYS <= set(meta)
+    assert (meta["global_step"], meta["num_experts"], meta["lora_r"], meta["datasets"]) == (5, 4, 16, ["code_alpaca"])
+    assert meta["maturity"] == [False] * 4 and meta["base_model"] == base and meta["best_global_step"] == 3
+    assert meta["epoch"] == pytest.approx(5 / 6) and meta["best_metric"] == pytest.approx(first.best_metric)
+
+    shutil.rmtree(out)
+    resumed = run(micro_config(base, out, resume_from_checkpoint=store_uri, checkpoint_store=store_uri))
+    assert resumed.global_step == reference.global_step == 12
+    events = resume_events(resumed)
+    assert len(events) == 1 and events[0]["step"] == 5 and events[0]["exact"] is True
+    expected, got = step_losses(reference), step_losses(resumed)
+    assert sorted(got) == list(range(1, 13))  # history before the interruption comes from the checkpoint
+    for step in range(6, 13):
+        assert abs(got[step] - expected[step]) <= 1e-6, (step, got[step], expected[step])
+    assert max_weight_diff(adapter_weights(resumed.last_checkpoint),
+                           adapter_weights(reference.last_checkpoint)) <= 1e-6
+    # the resumed run keeps publishing into the same store: new versions, `latest`/`final` moved to step 12
+    after = aliases_by_step(store)
+    assert sorted(after) == [3, 5, 6, 9, 12]
+    assert {"latest", "final", "step-12"} <= set(after[12]) and after[5] == ["step-5"]
+    best_step = int(resumed.best_checkpoint.rsplit("-", 1)[1])
+    assert "best" in after[best_step] and sum("best" in a for a in after.values()) == 1
+
+
+# ---------------------------------------------------------------- round trip per backend
+@pytest.mark.parametrize("backend", ["gs", "s3", "wandb-flag", "wandb-env"])
+def test_round_trip_and_resume_per_backend(backend, base, tmp_path, request, monkeypatch):
+    if backend == "gs":
+        request.getfixturevalue("gcs_server")
+        store_uri = resume = "gs://ckpts/e2e/run"
+    elif backend == "s3":
+        request.getfixturevalue("s3_server")
+        store_uri, resume = "s3://ckpts/e2e/run", "s3://ckpts/e2e/run:step-3"
+    else:
+        request.getfixturevalue("fake_wandb")
+        store_uri, resume = "wandb://ent/proj/dylora-model-full", "ent/proj/dylora-model-full:latest"
+    out = tmp_path / "out"
+    first = run(quick(base, out, checkpoint_store=store_uri), stop_at=3)
+    assert first.exit_code == 0 and first.global_step == 3
+    store, _ = open_store(store_uri)
+    assert aliases_by_step(store) == {3: ["best", "final", "latest", "step-3"]}
+
+    shutil.rmtree(out)
+    overrides = {"resume_from_checkpoint": resume}
+    if backend == "wandb-flag":
+        overrides = {"wandb_checkpoint_artifact": resume}
+    elif backend == "wandb-env":
+        overrides = {}
+        monkeypatch.setenv("WANDB_CHECKPOINT_ARTIFACT", resume)
+    resumed = run(quick(base, out, checkpoint_store=store_uri, **overrides))
+    assert resumed.exit_code == 0 and resumed.global_step == 5
+    events = resume_events(resumed)
+    assert len(events) == 1 and events[0]["step"] == 3 and events[0]["exact"] is True
+    assert sorted(step_losses(resumed)) == [1, 2, 3, 4, 5]
+    final = aliases_by_step(store)
+    assert sorted(final) == [3, 5] and {"final", "latest", "step-5"} <= set(final[5])
+
+
+# ---------------------------------------------------------------- W&B SDK (offline) in training
+def test_wandb_offline_logs_moe_metrics_stages_artifacts_and_never_writes_the_key(base, tmp_path, monkeypatch, capfd):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+    monkeypatch.delenv("WANDB_PROJECT", raising=False)
+    monkeypatch.delenv("WANDB_ENTITY", raising=False)
+    for var, sub in (("WANDB_DIR", "wdir"), ("WANDB_DATA_DIR", "wdata"), ("WANDB_CACHE_DIR", "wcache"),
+                     ("WANDB_CONFIG_DIR", "wconfig")):
+        (tmp_path / sub).mkdir()
+        monkeypatch.setenv(var, str(tmp_path / sub))
+    logs: list[str] = []
+    result = train(quick(base, tmp_path / "out", report_to="wandb", wandb_project="P", wandb_entity="ent",
+                         run_name="e2e-offline"), log=logs.append)
+    assert result.exit_code == 0 and result.global_step == 5
+    # default store: the active run's project, artifact name of the seed
+    assert any(m.endswith("(offline); checkpoints -> wandb://ent/P/dylora-model-full") for m in logs), logs
+    staged = [m for m in logs if m.startswith("[upload] uploaded")]
+    assert staged == [
+        f"[upload] uploaded checkpoint-{s} to wandb://ent/P/dylora-model-full as offline ({a})"
+        for s, a in ((3, "latest, step-3, best"), (5, "latest, step-5, best"), (5, "latest, final"))
+    ]
+    run_files = list((tmp_path / "wdir" / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(run_files) == 1
+    record = run_files[0].read_bytes()
+    metrics = ["loss", "lm_loss", "balance_loss", "routing_entropy", "learning_rate"]
+    metrics += [f"expert_usage_{e}" for e in range(4)]
+    for key in [f"train/{m}" for m in metrics] + ["eval/loss", "eval/routing_entropy", "eval/expert_usage_3"]:
+        assert key.encode() in record, key
+    for needle in (b"dylora-model-full", b"dylora-moe-checkpoint", b"step-3", b"step-5", b"final", b"best",
+                   b"adapter_model.safetensors", b"optimizer.pt", b"manifest.json", b"dataset_fingerprint",
+                   b"e2e-offline"):
+        assert needle in record, needle
+    captured = capfd.readouterr()
+    assert FAKE_KEY not in captured.out + captured.err + "\n".join(logs)
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.name == "run_config.json" for p in written) and any(p.suffix == ".wandb" for p in written)
+    for path in written:
+        assert FAKE_KEY.encode() not in path.read_bytes(), path
+    assert not list((tmp_path / "out").glob(".upload-*"))  # snapshots are removed once staged
+
+
+# ---------------------------------------------------------------- one-line errors before any training
+@pytest.mark.parametrize("case", ["no-key", "version-not-found", "collection-not-found", "malformed", "offline"])
+def test_wandb_resume_errors_are_one_line_before_training(case, tmp_path, monkeypatch, capsys):
+    server = FakeWandbServer()
+    monkeypatch.setattr(wandb_store, "BACKEND", server)
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    server.log_checkpoint("ent/proj/ckpt", make_checkpoint(tmp_path / "src", 10), ["step-10"], {"global_step": 10})
+    artifact = {"no-key": "ent/proj/ckpt:latest", "version-not-found": "ent/proj/ckpt:v3",
+                "collection-not-found": "ent/proj/nope:latest", "malformed": "ent/proj", "offline": "ent/proj/ckpt:v0"}
+    expected = {
+        "no-key": "Failed to download W&B artifact ent/proj/ckpt:latest: WANDB_API_KEY is not set; "
+        "export WANDB_API_KEY=<key from https://wandb.ai/authorize> or run `wandb login`",
+        "version-not-found": "Failed to download W&B artifact ent/proj/ckpt:v3: version or alias 'v3' not found; "
+        "existing versions: v0 (latest, step-10)",
+        "collection-not-found": "Failed to list W&B artifact ent/proj/nope: artifact collection 'ent/proj/nope' "
+        "not found (check entity, project and name, and that your API key can read it)",
+        "malformed": "Failed to download W&B artifact 'ent/proj': malformed path; expected entity/project/name:version "
+        "(for example user/project/best-dylora-model-full:v0 or :latest)",
+        "offline": "Failed to download W&B artifact ent/proj/ckpt:v0: resuming from W&B needs online mode but "
+        "WANDB_MODE=offline; unset WANDB_MODE (or set WANDB_MODE=online)",
+    }[case]
+    if case == "no-key":
+        monkeypatch.delenv("WANDB_API_KEY")
+    if case == "offline":
+        monkeypatch.setenv("WANDB_MODE", "offline")
+    out = tmp_path / "out"
+    argv = ["train", "--output_dir", str(out), "--report_to", "none"]
+    if case in ("malformed", "collection-not-found"):
+        monkeypatch.setenv("WANDB_CHECKPOINT_ARTIFACT", artifact[case])
+    else:
+        argv += ["--wandb_checkpoint_artifact", artifact[case]]
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err == f"error: {expected}\n"
+    assert FAKE_KEY not in err
+    assert not out.exists() or not list(out.glob("checkpoint-*"))
+
+
+def test_checkpoint_store_must_not_name_a_version(tmp_path):
+    cfg = micro_config("unused", tmp_path / "out", checkpoint_store=f"{tmp_path}/store:best")
+    with pytest.raises(UserError, match=r"names a version/alias \('best'\); give the store only"):
+        setup_tracking(cfg, log=lambda m: None)
+
+
+# ---------------------------------------------------------------- uploads: main process only, rotation, failures
+def test_only_the_main_process_uploads(tmp_path):
+    out, store_uri = tmp_path / "out", str(tmp_path / "store")
+    make_checkpoint(out, 10)
+    from types import SimpleNamespace
+
+    state = SimpleNamespace(global_step=10, best_global_step=None, is_world_process_zero=True)
+    for is_main in (False, True):
+        callback = Tracking(store_uri=store_uri).upload_callback(is_main, log=lambda m: None)
+        callback.on_save(SimpleNamespace(output_dir=str(out)), state, None)
+        assert Tracking(store_uri=store_uri).finish(callback) == []
+        assert len(FsspecStore(store_uri).list_versions()) == int(is_main)
+
+
+class ReleaseAtTrainEnd(TrainerCallback):
+    def __init__(self, gate: threading.Event):
+        self.gate = gate
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.gate.set()
+
+
+def test_rotation_cannot_break_pending_uploads(base, tmp_path, monkeypatch):
+    """save_total_limit=1 deletes every older checkpoint while all uploads are still queued behind a gate."""
+    gate, original = threading.Event(), FsspecStore.publish
+    rotated_before_upload = []
+
+    def gated_publish(self, local_dir, aliases=(), metadata=None):
+        assert gate.wait(120), "train end never released the uploads"
+        step = metadata["global_step"]
+        rotated_before_upload.append(not (tmp_path / "out" / f"checkpoint-{step}").exists())
+        return original(self, local_dir, aliases, metadata)
+
+    monkeypatch.setattr(FsspecStore, "publish", gated_publish)
+    store_uri = str(tmp_path / "store")
+    cfg = quick(base, tmp_path / "out", checkpoint_store=store_uri, save_steps=1, eval_steps=100, save_total_limit=1)
+    result = train(cfg, log=lambda m: None, extra_callbacks=[ReleaseAtTrainEnd(gate)])
+    assert result.exit_code == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["checkpoint-5", "trainer_state.json"]
+    assert rotated_before_upload == [True, True, True, True, False, False]
+    store, _ = open_store(store_uri)
+    assert aliases_by_step(store) == {1: ["step-1"], 2: ["step-2"], 3: ["step-3"], 4: ["step-4"],
+                                      5: ["best", "final", "latest", "step-5"]}  # evaluated at the end
+    for info in store.list_versions():
+        verify_checkpoint(store.download(info.version, log=lambda m: None))
+
+
+def test_failed_uploads_are_retried_reported_and_exit_3(base, tmp_path, monkeypatch, capsys):
+    attempts = []
+
+    def failing_publish(self, local_dir, aliases=(), metadata=None):
+        attempts.append(metadata["global_step"])
+        raise OSError("bucket quota exceeded")
+
+    monkeypatch.setattr(FsspecStore, "publish", failing_publish)
+    monkeypatch.setattr(upload_setup, "BackgroundUploader", functools.partial(BackgroundUploader, sleep=lambda s: None))
+    logs: list[str] = []
+    result = train(quick(base, tmp_path / "out", checkpoint_store=str(tmp_path / "store")), log=logs.append)
+    assert result.exit_code == upload_setup.EXIT_UPLOAD_FAILED == 3 and result.global_step == 5
+    assert attempts == [3] * 4 + [5] * 4 + [5] * 4  # every job retried 4 times, all waited for before exit
+    out = tmp_path / "out"
+    assert [m for m in logs if "FAILED" in m or "failed after" in m] == [
+        f"[upload] upload of checkpoint-3 to {tmp_path}/store failed after 4 attempts: bucket quota exceeded",
+        f"[upload] upload of checkpoint-5 to {tmp_path}/store failed after 4 attempts: bucket quota exceeded",
+        f"[upload] upload of checkpoint-5 to {tmp_path}/store failed after 4 attempts: bucket quota exceeded",
+        f"[upload] checkpoint upload FAILED: {out}/checkpoint-3 (latest, step-3, best) after 4 attempts: "
+        "bucket quota exceeded",
+        f"[upload] checkpoint upload FAILED: {out}/checkpoint-5 (latest, step-5, best) after 4 attempts: "
+        "bucket quota exceeded",
+        f"[upload] checkpoint upload FAILED: {out}/checkpoint-5 (final) after 4 attempts: bucket quota exceeded",
+        "[train] 3 checkpoint upload(s) failed after retries (see the [upload] lines); exit code 3",
+    ]
+    assert not list(out.glob(".upload-*"))
+
+
+# ---------------------------------------------------------------- live W&B (opt-in)
+@pytest.mark.live
+@pytest.mark.skipif(not os.environ.get("WANDB_API_KEY") or not os.environ.get("DYLORA_MOE_LIVE_WANDB_PROJECT"),
+                    reason="live W&B test: set WANDB_API_KEY and DYLORA_MOE_LIVE_WANDB_PROJECT=entity/project")
+def test_live_wandb_train_upload_resume(base, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "online")
+    entity, project = os.environ["DYLORA_MOE_LIVE_WANDB_PROJECT"].split("/")
+    store_uri = f"wandb://{entity}/{project}/dylora-moe-live-e2e"
+    out = tmp_path / "out"
+    first = run(quick(base, out, checkpoint_store=store_uri), stop_at=3)
+    assert first.exit_code == 0
+    shutil.rmtree(out)
+    resumed = run(quick(base, out, wandb_checkpoint_artifact=f"{entity}/{project}/dylora-moe-live-e2e:latest"))
+    assert resumed.global_step == 5 and resume_events(resumed)[0]["step"] == 3
