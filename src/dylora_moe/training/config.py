@@ -65,6 +65,7 @@ class TrainConfig:
     eval_max_new_tokens: int = 256
     eval_mbpp_path: str | None = None
     # tracking
+    write_report: bool = False  # figures + summary in <output_dir>/report at the end (always when W&B is active)
     report_to: str = "auto"  # auto: W&B when WANDB_PROJECT/--wandb_project set and wandb is installed; none
     wandb_project: str | None = None
     wandb_entity: str | None = None

@@ -220,6 +220,10 @@ def train(cfg: TrainConfig, log=_log, extra_callbacks: list | None = None) -> Tr
             tokenizer, cfg.eval_benchmarks, output_dir, when=cfg.eval_benchmarks_when, log=log,
             limit=cfg.eval_benchmarks_limit, max_new_tokens=cfg.eval_max_new_tokens, mbpp_path=cfg.eval_mbpp_path,
         ))
+    if cfg.write_report or tracking.wandb_run is not None:
+        from dylora_moe.report.callback import ReportCallback
+
+        callbacks.append(ReportCallback(log=log))
     callbacks += extra_callbacks or []
 
     run_config = cfg.to_dict()
