@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import typing
 
+from dylora_moe.continual.args import add_continual_args, run_continual
 from dylora_moe.data.args import add_data_args, config_from_args
 from dylora_moe.training.config import FLAG_HELP, TrainConfig
 
@@ -53,11 +54,14 @@ def add_parser(subparsers) -> None:
     )
     add_train_flags(parser)
     add_data_args(parser)
+    add_continual_args(parser)
     parser.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     from dylora_moe.training.run import train
 
+    if getattr(args, "mode", "joint") == "continual":
+        return run_continual(args, config_from_namespace(args))
     result = train(config_from_namespace(args))
     return result.exit_code

@@ -23,6 +23,8 @@ from dylora_moe.checkpoint.manifest import list_checkpoints, publish_atomically,
 from dylora_moe.model.adapter_io import load_adapter, save_adapter
 from dylora_moe.training.resume_plan import ResumePlan
 from dylora_moe.training.rng import load_rng_state, save_rng_state
+from dylora_moe.training.optimizer_growth import (optimizer_param_names, remap_optimizer_state,
+                                                  save_optimizer_param_names, saved_param_names)
 from dylora_moe.training.state import DyLoRATrainingState
 
 TRAINER_STATE_NAME = "trainer_state.json"
@@ -83,6 +85,10 @@ class DyLoRATrainer(Trainer):
         self.train_stats = MoEStatsAccumulator()
         self.eval_stats = MoEStatsAccumulator()
         self.log_fn = log
+        # (directory) -> None, called while a checkpoint is written (before its manifest); callbacks with a
+        # `checkpoint_files(directory)` method are registered automatically (e.g. the continual skill library)
+        self.extra_savers = [cb.checkpoint_files for cb in self.callback_handler.callbacks
+                             if callable(getattr(cb, "checkpoint_files", None))]
 
     @property
     def moe_model(self):
@@ -136,12 +142,16 @@ class DyLoRATrainer(Trainer):
         if main:
             save_adapter(self.moe_model, tmp)
         self._save_optimizer_and_scheduler(str(tmp))
+        if main and self.optimizer is not None:
+            save_optimizer_param_names(self.optimizer, self.moe_model, tmp)
         self._save_scaler(str(tmp))
         save_rng_state(tmp, self.args.process_index)
         if main:
             if self.position_fn is not None:
                 self.dylora_state.data_position = self.position_fn()
             self.dylora_state.save(tmp)
+            for saver in self.extra_savers:
+                saver(tmp)
             self.state.save_to_json(str(tmp / TRAINER_STATE_NAME))
             (tmp / RUN_CONFIG_NAME).write_text(json.dumps(self.run_config, indent=2, sort_keys=True, default=str))
         self.accelerator.wait_for_everyone()
@@ -166,7 +176,23 @@ class DyLoRATrainer(Trainer):
 
     # ------------------------------------------------------------------ checkpoints: load
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        load_adapter(self.accelerator.unwrap_model(model or self.model), resume_from_checkpoint)
+        target = self.accelerator.unwrap_model(model or self.model)
+        saved = json.loads((Path(resume_from_checkpoint) / "dylora_config.json").read_text()).get("num_experts")
+        if saved is not None and target.num_experts > saved:
+            return  # grown (--grow_experts) after the run loaded this checkpoint into the smaller pool
+        load_adapter(target, resume_from_checkpoint)
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        """HF's loader, unless the parameters changed since the save (grown pool): then re-map by name."""
+        names = saved_param_names(checkpoint) if checkpoint else None
+        if names is None or names == optimizer_param_names(self.optimizer, self.moe_model):
+            return super()._load_optimizer_and_scheduler(checkpoint)
+        saved = torch.load(Path(checkpoint) / "optimizer.pt", map_location="cpu", weights_only=True)
+        state, kept, fresh = remap_optimizer_state(saved, names, self.optimizer, self.moe_model)
+        self.optimizer.load_state_dict(state)
+        self.lr_scheduler.load_state_dict(torch.load(Path(checkpoint) / "scheduler.pt", weights_only=True))
+        self.log_fn(f"[train] optimizer state re-mapped onto the grown model: {kept} parameters keep their "
+                    f"state, {fresh} start fresh")
 
     def _load_rng_state(self, checkpoint):
         if checkpoint is None:

@@ -1,0 +1,43 @@
+"""The continual flags of `dylora-moe train` (`--mode continual --skills ...`), added by training/cli.py."""
+
+from __future__ import annotations
+
+import argparse
+
+from dylora_moe.continual.config import ContinualConfig
+
+
+def add_continual_args(parser: argparse.ArgumentParser) -> None:
+    d = ContinualConfig()
+    g = parser.add_argument_group("continual learning (--mode continual)")
+    g.add_argument("--mode", choices=("joint", "continual"), default="joint",
+                   help="joint: one run over --datasets; continual: learn --skills one after another")
+    g.add_argument("--skills", default=d.skills,
+                   help="comma-separated dataset specs, one per skill, in order (e.g. stdlib:text,stdlib:math,"
+                        "code_alpaca=FILE,mbpp=FILE); join datasets inside one skill with '+'")
+    g.add_argument("--novelty_threshold", "--novelty-threshold", type=float, default=d.novelty_threshold,
+                   help="a skill is novel (new expert) when its best cosine similarity to the library is below this")
+    g.add_argument("--seed_steps", "--seed-steps", type=int, default=d.seed_steps,
+                   help="steps of the high-LR seeding phase per skill (0: consolidation only)")
+    g.add_argument("--seed_learning_rate", "--seed-learning-rate", type=float, default=None,
+                   help="learning rate of the seeding phase (default: 10 x --learning_rate)")
+    g.add_argument("--train_all_experts", "--train-all-experts", action="store_true",
+                   help="do not freeze earlier experts while a skill is learned")
+    g.add_argument("--embedding_samples", "--embedding-samples", type=int, default=d.embedding_samples,
+                   help="examples per skill embedding")
+    g.add_argument("--novelty_reference", "--novelty-reference", default=d.reference,
+                   help="dataset spec whose mean hidden state centres skill embeddings, or 'none'")
+
+
+def continual_config_from_args(args: argparse.Namespace) -> ContinualConfig:
+    return ContinualConfig(
+        skills=args.skills, novelty_threshold=args.novelty_threshold, seed_steps=args.seed_steps,
+        seed_learning_rate=args.seed_learning_rate, freeze_experts=not args.train_all_experts,
+        embedding_samples=args.embedding_samples, reference=args.novelty_reference,
+    )
+
+
+def run_continual(args: argparse.Namespace, train_config) -> int:
+    from dylora_moe.continual.orchestrator import train_continual
+
+    return train_continual(train_config, continual_config_from_args(args)).exit_code

@@ -1,0 +1,38 @@
+"""`ContinualConfig`: the options of `dylora-moe train --mode continual` beyond the ordinary training flags."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from dylora_moe.errors import UserError
+
+DEFAULT_THRESHOLD = 0.75
+
+
+@dataclass
+class ContinualConfig:
+    skills: str = ""  # comma-separated dataset specs, one per skill; '+' joins several datasets into one skill
+    novelty_threshold: float = DEFAULT_THRESHOLD  # novel when the best cosine similarity is below this
+    seed_steps: int = 0  # optional seeding phase per skill (0 = none), at seed_learning_rate
+    seed_learning_rate: float | None = None  # default: 10 x --learning_rate
+    freeze_experts: bool = True  # freeze every other expert while a skill is learned
+    embedding_samples: int = 32  # examples per skill embedding
+    reference: str = "stdlib"  # dataset spec whose mean hidden state centres the embeddings ('none': no centring)
+
+    def skill_specs(self) -> list[str]:
+        specs = [s.strip() for s in self.skills.split(",") if s.strip()]
+        if not specs:
+            raise UserError("--mode continual needs --skills, e.g. --skills stdlib:text,stdlib:math")
+        return [s.replace("+", ",") for s in specs]
+
+    def check(self) -> None:
+        if self.seed_steps < 0:
+            raise UserError(f"--seed_steps must be 0 or more, got {self.seed_steps}")
+        if self.embedding_samples < 1:
+            raise UserError(f"--embedding_samples must be at least 1, got {self.embedding_samples}")
+        if not -1.0 <= self.novelty_threshold <= 1.0:
+            raise UserError(f"--novelty_threshold is a cosine similarity in [-1, 1], got {self.novelty_threshold}")
+        self.skill_specs()
+
+    def to_dict(self) -> dict:
+        return asdict(self)

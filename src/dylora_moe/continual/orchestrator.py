@@ -1,0 +1,191 @@
+"""`train_continual`: learn skills one after another, growing the expert pool for novel ones.
+
+An outer loop over `training.run.train`: each (skill, phase) is one ordinary run in its own directory
+(`<output_dir>/skill-<i>-<slug>/<phase>/`), started from the previous phase's final checkpoint as a
+weights-only resume (a phase has its own learning rate and schedule), with `--grow_experts 1` when the skill
+is novel. Every checkpoint, resumption, upload and signal behaviour of a normal run therefore applies per
+phase, and `continual_state.json` records which skill and phase come next, so a restart continues mid-sequence.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from dylora_moe.continual.callbacks import ContinualPhase
+from dylora_moe.continual.config import ContinualConfig
+from dylora_moe.continual.library import SkillLibrary
+from dylora_moe.continual.state import ContinualState, SkillRecord
+from dylora_moe.errors import UserError
+from dylora_moe.training.config import TrainConfig
+
+SEED, CONSOLIDATE = "seed", "consolidate"
+
+
+@dataclass
+class ContinualResult:
+    state: ContinualState
+    library: SkillLibrary
+    exit_code: int
+    log_history: list  # every phase's history, steps offset to one global count
+    phase_callbacks: list  # the ContinualPhase of each phase run in this call (lrs, routing per step)
+
+
+def _slug(spec: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", spec.split("=")[0].replace(",", "+"))[:40]
+
+
+def phase_dir(output_dir: Path, index: int, spec: str, phase: str) -> Path:
+    return output_dir / f"skill-{index}-{_slug(spec)}" / phase
+
+
+def _phases(ccfg: ContinualConfig) -> list[str]:
+    return ([SEED] if ccfg.seed_steps > 0 else []) + [CONSOLIDATE]
+
+
+def _has_checkpoint(directory: Path) -> bool:
+    from dylora_moe.checkpoint.manifest import find_latest_checkpoint
+
+    return directory.is_dir() and find_latest_checkpoint(directory, verify=False, log=lambda *_: None) is not None
+
+
+class _Embedder:
+    """The frozen base, loaded once, for skill embeddings (the adapters never enter the embedding)."""
+
+    def __init__(self, cfg: TrainConfig, ccfg: ContinualConfig, log):
+        from dylora_moe.model.loading import load_base_model
+
+        self.cfg, self.ccfg = cfg, ccfg
+        self.model, self.tokenizer = load_base_model(cfg.model_name, log=log)
+        self.model.eval()
+
+    def embed(self, spec: str):
+        from dylora_moe.continual.embedding import dataset_embedding
+        from dylora_moe.data.pipeline import build_datasets
+
+        data = build_datasets(dataclasses.replace(self.cfg.data, datasets=spec), self.tokenizer)
+        return dataset_embedding(self.model, data.train, self.tokenizer.pad_token_id,
+                                 sample=self.ccfg.embedding_samples, seed=self.cfg.seed)
+
+
+def _load_library(output_dir: Path, ccfg: ContinualConfig, embedder: _Embedder, log) -> SkillLibrary:
+    if SkillLibrary.exists(output_dir):
+        return SkillLibrary.load(output_dir)
+    library = SkillLibrary(threshold=ccfg.novelty_threshold)
+    if ccfg.reference.lower() != "none":
+        library.reference = embedder.embed(ccfg.reference)
+        log(f"[continual] embeddings centred on the mean hidden state of '{ccfg.reference}'")
+    return library
+
+
+def _decide(index: int, spec: str, state: ContinualState, library: SkillLibrary, embedder: _Embedder,
+            output_dir: Path, log) -> SkillRecord:
+    embedding = library.centred(embedder.embed(spec))
+    decision = library.decide(embedding)
+    if decision.novel:
+        expert = state.num_experts  # the next id: the pool grows by one when this skill starts
+    else:
+        expert = decision.expert
+    library.add(spec, expert, embedding)
+    record = SkillRecord(name=spec, expert=expert, novel=decision.novel, similarity=decision.similarity,
+                         nearest=decision.nearest, step_offset=state.total_steps)
+    sim = "n/a (empty library)" if decision.similarity is None else f"{decision.similarity:.3f} to {decision.nearest}"
+    log(f"[continual] skill {index + 1}/{len(state.skills)} {spec}: max similarity {sim}, threshold "
+        f"{library.threshold} -> {'novel: new expert' if decision.novel else 'known: expert'} {expert}")
+    library.save(output_dir)
+    return record
+
+
+def _phase_config(cfg: TrainConfig, ccfg: ContinualConfig, state: ContinualState, record: SkillRecord,
+                  phase: str, directory: Path, first_phase: bool) -> TrainConfig:
+    lr = cfg.learning_rate
+    if phase == SEED:
+        lr = ccfg.seed_learning_rate if ccfg.seed_learning_rate is not None else 10 * cfg.learning_rate
+    values = dict(
+        output_dir=str(directory), learning_rate=lr, data=dataclasses.replace(cfg.data, datasets=record.name),
+        disable_early_stopping=True, load_best_model_at_end=False, mature_after_steps=-1,
+        run_name=f"{cfg.run_name or 'continual'}-{directory.parent.name}-{phase}", wandb_checkpoint_artifact=None,
+        checkpoint_store=None, grow_experts=0, weights_only_resume=False,
+    )
+    if phase == SEED:
+        values.update(max_steps=ccfg.seed_steps, warmup_ratio=0.0)
+    grow = 1 if (first_phase and record.novel and state.num_experts > 0) else 0
+    if _has_checkpoint(directory):  # interrupted inside this phase: continue it exactly
+        values.update(resume_from_checkpoint="latest", num_experts=max(state.num_experts, record.expert + 1))
+    elif state.last_checkpoint:
+        values.update(resume_from_checkpoint=state.last_checkpoint, weights_only_resume=True, grow_experts=grow,
+                      num_experts=state.num_experts)
+    else:
+        values.update(resume_from_checkpoint=None, num_experts=1)
+    return dataclasses.replace(cfg, **values)
+
+
+def _offset_history(history: list, offset: int) -> list:
+    return [{**entry, "step": entry.get("step", 0) + offset} for entry in history]
+
+
+def train_continual(cfg: TrainConfig, ccfg: ContinualConfig, log=print, extra_callbacks: list | None = None) -> ContinualResult:
+    """Learn `ccfg.skills` in order (or continue an interrupted sequence in `cfg.output_dir`)."""
+    from dylora_moe.training.run import train
+
+    ccfg.check()
+    specs = ccfg.skill_specs()
+    output_dir = Path(cfg.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if ContinualState.exists(output_dir):
+        if not cfg.resume_from_checkpoint:
+            raise UserError(f"{output_dir} already holds a continual run; pass --resume_from_checkpoint auto to "
+                            "continue it, or choose another --output_dir")
+        state = ContinualState.load(output_dir)
+        if state.skills != specs:
+            raise UserError(f"{output_dir} holds a continual run over skills {state.skills} but --skills gives "
+                            f"{specs}; pass the same --skills to continue it")
+        log(f"[continual] resuming at skill {state.current + 1}/{len(specs)}"
+            + (f" ({specs[state.current]})" if not state.done else " (all done)"))
+    else:
+        if cfg.resume_from_checkpoint not in (None, "auto"):
+            raise UserError("--mode continual resumes only its own runs (--resume_from_checkpoint auto); "
+                            f"{output_dir} holds none")
+        state = ContinualState(skills=specs)
+    embedder = None if state.done else _Embedder(cfg, ccfg, log)
+    library = SkillLibrary.load(output_dir) if state.done else _load_library(output_dir, ccfg, embedder, log)
+    library.threshold = ccfg.novelty_threshold
+    history_path = output_dir / "continual_history.json"
+    history = json.loads(history_path.read_text()) if history_path.exists() else []
+    phase_callbacks: list[ContinualPhase] = []
+    phases = _phases(ccfg)
+    while not state.done:
+        index = state.current
+        if len(state.records) <= index:
+            state.records.append(_decide(index, specs[index], state, library, embedder, output_dir, log))
+            state.save(output_dir)
+        record = state.records[index]
+        for phase in phases:
+            if phase in record.phases_done:
+                continue
+            directory = phase_dir(output_dir, index, record.name, phase)
+            phase_cfg = _phase_config(cfg, ccfg, state, record, phase, directory, first_phase=not record.phases_done)
+            callback = ContinualPhase(skill=record.name, expert=record.expert, novel=record.novel, phase=phase,
+                                      library=library, freeze=ccfg.freeze_experts,
+                                      mark_mature_at_end=phase == phases[-1], log=log)
+            phase_callbacks.append(callback)
+            log(f"[continual] {record.name} / {phase}: lr {phase_cfg.learning_rate:g}, expert {record.expert}")
+            result = train(phase_cfg, log=log, extra_callbacks=[callback, *(extra_callbacks or [])])
+            if result.preempted or result.exit_code != 0:
+                state.save(output_dir)
+                return ContinualResult(state, library, result.exit_code, history, phase_callbacks)
+            history += _offset_history(result.log_history, state.total_steps)
+            history_path.write_text(json.dumps(history))
+            state.total_steps += result.global_step
+            state.last_checkpoint = result.last_checkpoint
+            state.num_experts = max(state.num_experts, record.expert + 1)
+            record.phases_done.append(phase)
+            record.checkpoint = result.last_checkpoint
+            state.save(output_dir)
+        state.current += 1
+        state.save(output_dir)
+    log(f"[continual] done: {len(specs)} skills, {state.num_experts} experts, last checkpoint {state.last_checkpoint}")
+    return ContinualResult(state, library, 0, history, phase_callbacks)
