@@ -1,7 +1,7 @@
 """Multi-process training runs for the distributed tests: `torchrun` / `accelerate launch` on CPU (gloo).
 
-`STOP_AT_ENTRY` is a tiny torchrun script: the normal `dylora-moe` CLI plus a callback that interrupts the run
-after a given step with a checkpoint (the multi-process twin of train_helpers.StopAt).
+`ENTRY` is a tiny torchrun script: the normal `dylora-moe` CLI plus, optionally, a callback that interrupts the
+run after a given step with a checkpoint (the multi-process twin of train_helpers.StopAt) and slow uploads.
 """
 
 from __future__ import annotations
@@ -23,19 +23,24 @@ TESTS = str(Path(__file__).resolve().parent)
 # the 1- and 2-process runs see the same samples in each optimizer step and in each evaluation.
 MAX_EXAMPLES = 86
 
-STOP_AT_ENTRY = textwrap.dedent("""
-    import sys
+ENTRY = textwrap.dedent("""
+    import sys, time
     import dylora_moe.training.run as run_module
+    from dylora_moe.checkpoint.uploader import BackgroundUploader
     from dylora_moe.cli import main
     from train_helpers import StopAt
 
-    stop_at, real_train = int(sys.argv[1]), run_module.train
+    stop_at, slow_upload, real_train = int(sys.argv[1]), float(sys.argv[2]), run_module.train
 
     def train_with_stop(cfg, log=run_module._log, extra_callbacks=None):
         return real_train(cfg, log=log, extra_callbacks=[*(extra_callbacks or []), StopAt(stop_at)])
 
-    run_module.train = train_with_stop
-    sys.exit(main(sys.argv[2:]))
+    if stop_at:
+        run_module.train = train_with_stop
+    if slow_upload:  # every upload takes this long: widens the window in which the main process uploads
+        real_publish = BackgroundUploader._publish_with_retry
+        BackgroundUploader._publish_with_retry = lambda self, job: (time.sleep(slow_upload), real_publish(self, job))
+    sys.exit(main(sys.argv[3:]))
 """)
 
 
@@ -59,16 +64,19 @@ def dist_env(**extra: str) -> dict:
     return env
 
 
-def torchrun(args: list[str], nproc: int = 2, stop_at: int | None = None, timeout: int = 300,
-             env: dict | None = None) -> subprocess.CompletedProcess:
+def launch_command(args: list[str], nproc: int = 2, stop_at: int = 0, slow_upload: float = 0.0) -> list[str]:
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
-    target = ["-m", "dylora_moe"]
-    if stop_at is not None:  # torchrun runs a script file (it has no -c): write the entry next to the outputs
-        script = Path(args[args.index("--output_dir") + 1]).parent / f"stop_at_{stop_at}.py"
-        script.parent.mkdir(parents=True, exist_ok=True)
-        script.write_text(STOP_AT_ENTRY)
-        target = [str(script), str(stop_at)]
-    return subprocess.run([*launcher, *target, *args], env=env or dist_env(), capture_output=True, text=True,
+    if not stop_at and not slow_upload:
+        return [*launcher, "-m", "dylora_moe", *args]
+    # torchrun runs a script file (it has no -c): write the entry next to the outputs
+    script = Path(args[args.index("--output_dir") + 1]).parent / "dist_entry.py"
+    script.parent.mkdir(parents=True, exist_ok=True)
+    script.write_text(ENTRY)
+    return [*launcher, str(script), str(stop_at), str(slow_upload), *args]
+
+
+def torchrun(args: list[str], nproc: int = 2, stop_at: int = 0, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(launch_command(args, nproc, stop_at), env=dist_env(), capture_output=True, text=True,
                           timeout=timeout)
 
 

@@ -288,4 +288,7 @@ def train(cfg: TrainConfig, log=_log, extra_callbacks: list | None = None) -> Tr
         if failures:
             log(f"[train] {len(failures)} checkpoint upload(s) failed after retries (see the [upload] lines); "
                 f"exit code {EXIT_UPLOAD_FAILED}")
+    # Other ranks leave only once the main process has uploaded and logged: under torchrun a worker that exits
+    # first with 143 (preempted) counts as failed, and torchrun then SIGTERMs the still-uploading main process.
+    trainer.accelerator.wait_for_everyone()
     return result
