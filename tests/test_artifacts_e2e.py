@@ -150,6 +150,9 @@ def test_wandb_offline_logs_moe_metrics_stages_artifacts_and_never_writes_the_ke
                      ("WANDB_CONFIG_DIR", "wconfig")):
         (tmp_path / sub).mkdir()
         monkeypatch.setenv(var, str(tmp_path / sub))
+    import wandb
+
+    wandb.teardown()  # the SDK keeps its settings (WANDB_DIR…) per process until torn down
     logs: list[str] = []
     result = train(quick(base, tmp_path / "out", report_to="wandb", wandb_project="P", wandb_entity="ent",
                          run_name="e2e-offline"), log=logs.append)

@@ -139,11 +139,13 @@ def test_offline_sdk_stages_artifact_in_run_dir(tmp_path, monkeypatch):
         (tmp_path / sub).mkdir()
         monkeypatch.setenv(var, str(tmp_path / sub))
     ckpt = make_checkpoint(tmp_path / "out", 10)
+    wandb.teardown()  # settings (WANDB_DIR…) are kept per process until torn down
     run = wandb.init(project="proj", entity="ent", name="unit-offline")
     try:
         info = WandbStore("ent", "proj", "ckpt").publish(ckpt, ["step-10", "best"])
     finally:
         run.finish()
+        wandb.teardown()  # finish() returns before the offline run file is written; teardown waits for it
     assert info.version == "offline" and info.aliases == ["latest", "step-10", "best"]
     run_files = list((tmp_path / "wdir" / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(run_files) == 1
