@@ -175,6 +175,6 @@ def test_fingerprint_is_stable_across_fresh_tokenizers(tok, files):
 
 def test_dataconfig_defaults():
     assert dataclasses.asdict(DataConfig()) == {
-        "datasets": "stdlib", "max_seq_length": 512, "training_subset": 100.0, "eval_subset": 100.0,
+        "datasets": "stdlib", "max_seq_length": 256, "training_subset": 100.0, "eval_subset": 100.0,
         "eval_fraction": 0.05, "seed": 42, "train_on_prompt": False, "use_chat_template": False,
         "drop_truncated": False, "mixing": "concat", "mix_weights": None, "max_examples_per_dataset": None}

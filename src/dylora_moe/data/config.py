@@ -10,7 +10,7 @@ class DataConfig:
     """Everything that decides the prepared train/eval sets; all of it enters the fingerprint."""
 
     datasets: str = "stdlib"  # "code_alpaca,mbpp", "code_alpaca=path.json,mbpp=/x/mbpp.jsonl", "stdlib:text"
-    max_seq_length: int = 512
+    max_seq_length: int = 256  # sized for the embedded default on CPU; raise it for real code models
     training_subset: float = 100.0  # percent, seeded random subset of the train split
     eval_subset: float = 100.0  # percent, seeded random subset of the eval split
     eval_fraction: float = 0.05  # share of the mixed pool held out for eval (seeded shuffle)
