@@ -175,3 +175,27 @@ def test_label_smoothing_applies_to_shifted_labels():
     unshifted = F.cross_entropy(logits.reshape(-1, 11), labels.reshape(-1), ignore_index=-100,
                                 label_smoothing=0.1, reduction="sum")
     assert not torch.allclose(total, unshifted)
+
+
+def _micro_other(kind: str):
+    from transformers import GemmaConfig, GemmaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    common = dict(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+    if kind == "gemma":
+        return GemmaForCausalLM(GemmaConfig(head_dim=16, **common)).eval()
+    return Qwen2ForCausalLM(Qwen2Config(**common)).eval()
+
+
+@pytest.mark.parametrize("kind", ["gemma", "qwen2"])
+def test_gemma_and_qwen2_train_a_step(kind):
+    model = micro_moe(base=_micro_other(kind))
+    assert model.dylora_config.model_type == kind
+    assert sorted({n.rsplit(".", 1)[-1] for n, _ in model.adapted_layers()}) == ["q_proj", "v_proj"]
+    model.train()
+    before = _snapshot(model)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model(**batch()).loss.backward()
+    opt.step()
+    assert all(not torch.equal(before[n], p) for n, p in model.named_parameters() if p.requires_grad)
