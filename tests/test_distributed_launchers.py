@@ -88,6 +88,14 @@ def test_sigterm_to_one_worker_stops_all_ranks_and_main_finishes_its_upload(base
     assert log.count("exitcode  : 143") == 2 and "exitcode  : -15" not in log, log[-3000:]
     assert proc.returncode == 1  # torchrun's own code for failed workers; see README (distributed)
 
+    # a fresh 2-process job resumes from the store: the main process downloads first, rank 1 then finds it cached
+    args = cli_args(base, tmp_path / "again", "--auto_resume", "--checkpoint_store", str(store), "--max_steps", str(step + 2))
+    again = subprocess.run(launch_command(args), env=dist_env(), capture_output=True, text=True, timeout=300)
+    log = again.stdout + again.stderr
+    assert again.returncode == 0, log[-3000:]
+    assert f"auto: newest checkpoint is {store}:{versions[0].version} (step {step}) in the store" in log
+    assert (tmp_path / "again" / f"checkpoint-{step + 2}" / "COMPLETE").is_file()
+
 
 def test_sigterm_to_torchrun_is_forwarded_and_every_rank_saves(base, tmp_path):
     out = tmp_path / "out"
@@ -100,3 +108,16 @@ def test_sigterm_to_torchrun_is_forwarded_and_every_rank_saves(base, tmp_path):
     step = int(checkpoints[0].name.split("-")[1])
     assert f"[train] preempted (SIGTERM) at step {step}" in log
     assert sorted(p.name for p in checkpoints[0].glob("rng_state_*")) == ["rng_state_0.pth", "rng_state_1.pth"]
+
+
+def test_only_the_main_process_opens_a_wandb_run(base, tmp_path):
+    wandb_dir = tmp_path / "wandb"
+    wandb_dir.mkdir()
+    env = dist_env(WANDB_MODE="offline", WANDB_DIR=str(wandb_dir), WANDB_PROJECT="dist", WANDB_SILENT="true")
+    args = cli_args(base, tmp_path / "out", "--max_steps", "3", "--report_to", "wandb")
+    proc = subprocess.run(launch_command(args), env=env, capture_output=True, text=True, timeout=300)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    runs = sorted(p.name for p in wandb_dir.rglob("offline-run-*") if p.is_dir())
+    assert len(runs) == 1, runs  # rank 1 logs nothing and uploads nothing
+    assert log.count("[wandb] run ") == 1
