@@ -209,11 +209,14 @@ def test_wandb_resume_errors_are_one_line_before_training(case, tmp_path, monkey
     }[case]
     if case == "no-key":
         monkeypatch.delenv("WANDB_API_KEY")
-    if case == "offline":
-        monkeypatch.setenv("WANDB_MODE", "offline")
     out = tmp_path / "out"
     argv = ["train", "--output_dir", str(out), "--report_to", "none"]
-    if case in ("malformed", "collection-not-found"):
+    if case == "offline":  # with W&B logging on: the error comes before a W&B run is opened
+        monkeypatch.setenv("WANDB_MODE", "offline")
+        monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+        argv = ["train", "--output_dir", str(out), "--report_to", "wandb", "--wandb_project", "P",
+                "--resume_from_checkpoint", f"wandb://{artifact[case]}"]
+    elif case in ("malformed", "collection-not-found"):
         monkeypatch.setenv("WANDB_CHECKPOINT_ARTIFACT", artifact[case])
     else:
         argv += ["--wandb_checkpoint_artifact", artifact[case]]
@@ -223,6 +226,7 @@ def test_wandb_resume_errors_are_one_line_before_training(case, tmp_path, monkey
     assert err == f"error: {expected}\n"
     assert FAKE_KEY not in err
     assert not out.exists() or not list(out.glob("checkpoint-*"))
+    assert not (tmp_path / "wandb").exists()
 
 
 def test_checkpoint_store_must_not_name_a_version(tmp_path):
