@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,7 +129,12 @@ def _offset_history(history: list, offset: int) -> list:
     return [{**entry, "step": entry.get("step", 0) + offset} for entry in history]
 
 
-def train_continual(cfg: TrainConfig, ccfg: ContinualConfig, log=print, extra_callbacks: list | None = None) -> ContinualResult:
+def _stderr(message: str) -> None:
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(message, file=sys.stderr, flush=True)
+
+
+def train_continual(cfg: TrainConfig, ccfg: ContinualConfig, log=_stderr, extra_callbacks: list | None = None) -> ContinualResult:
     """Learn `ccfg.skills` in order (or continue an interrupted sequence in `cfg.output_dir`)."""
     from dylora_moe.training.run import train
 

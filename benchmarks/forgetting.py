@@ -1,0 +1,110 @@
+"""Forgetting after learning skill A then skill B: DyLoRA-MoE (new expert for B, A's expert frozen) against a
+single LoRA (one expert, fine-tuned on A then on B), same base, data, steps and learning rates.
+
+Prints, for both, the eval loss on A after A, on A after B (the rise is the forgetting) and on B after B.
+Defaults run in a few minutes on 2 CPU cores on the embedded tiny base:
+
+    python benchmarks/forgetting.py --output_dir /tmp/forgetting
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model_name", default="tiny")
+    p.add_argument("--skill_a", default="stdlib:math")
+    p.add_argument("--skill_b", default=f"code_alpaca={SHARED / 'code_alpaca_2k.json'}")
+    p.add_argument("--steps", type=int, default=20, help="consolidation steps per skill")
+    p.add_argument("--seed_steps", type=int, default=0)
+    p.add_argument("--learning_rate", type=float, default=5e-3)
+    p.add_argument("--lora_r", type=int, default=8)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--max_seq_length", type=int, default=128)
+    p.add_argument("--examples", type=int, default=200, help="examples per skill before the split")
+    p.add_argument("--novelty_threshold", type=float, default=1.0,
+                   help="DyLoRA run: 1.0 gives B its own expert whatever the detector measures (printed)")
+    p.add_argument("--output_dir", default="outputs/forgetting")
+    p.add_argument("--json", default=None, help="also write the figures here")
+    return p.parse_args()
+
+
+def _configs(a: argparse.Namespace, out: Path):
+    from dylora_moe.continual.config import ContinualConfig
+    from dylora_moe.data.config import DataConfig
+    from dylora_moe.training.config import TrainConfig
+
+    data = DataConfig(max_seq_length=a.max_seq_length, max_examples_per_dataset=a.examples, eval_fraction=0.15)
+    cfg = TrainConfig(model_name=a.model_name, output_dir=str(out), max_steps=a.steps, learning_rate=a.learning_rate,
+                      lr_scheduler_type="constant", warmup_ratio=0.0, lora_r=a.lora_r, lora_alpha=2.0 * a.lora_r,
+                      lora_dropout=0.0, train_batch_size=a.batch, eval_batch_size=16, save_steps=a.steps,
+                      eval_steps=a.steps, logging_steps=max(a.steps // 4, 1), report_to="none", data=data)
+    ccfg = ContinualConfig(skills=f"{a.skill_a},{a.skill_b}", seed_steps=a.seed_steps, embedding_samples=32)
+    return cfg, ccfg
+
+
+def _losses(checkpoints: dict[str, str], evals: dict[str, object]) -> dict[str, float]:
+    from dylora_moe.continual.evaluate import eval_loss
+    from dylora_moe.model.loading import load_model_for_inference
+
+    figures = {}
+    for when, checkpoint in checkpoints.items():
+        model, tokenizer = load_model_for_inference(checkpoint, log=lambda m: None)
+        for skill, dataset in evals.items():
+            if when == "after_a" and skill == "b":
+                continue
+            figures[f"loss_{skill}_{when}"] = eval_loss(model, dataset, tokenizer.pad_token_id, batch_size=16)
+    figures["forgetting_a"] = figures["loss_a_after_b"] - figures["loss_a_after_a"]
+    return figures
+
+
+def main() -> int:
+    a = _args()
+    from dylora_moe.continual.orchestrator import train_continual
+    from dylora_moe.data.pipeline import build_datasets
+    from dylora_moe.model.loading import load_base_model
+
+    root = Path(a.output_dir)
+    quiet = lambda m: print(m) if m.startswith("[continual] skill") else None  # noqa: E731
+    results = {}
+    for name, threshold in (("dylora", a.novelty_threshold), ("single_lora", -1.0)):
+        out = root / name
+        cfg, ccfg = _configs(a, out)
+        ccfg.novelty_threshold = threshold
+        if (out / "continual_state.json").exists():
+            cfg.resume_from_checkpoint = "auto"
+        started = time.monotonic()
+        run = train_continual(cfg, ccfg, log=quiet)
+        _, tokenizer = load_base_model(a.model_name, log=lambda m: None)
+        evals = {key: build_datasets(dataclasses.replace(cfg.data, datasets=spec), tokenizer).eval
+                 for key, spec in (("a", a.skill_a), ("b", a.skill_b))}
+        figures = _losses({"after_a": run.state.records[0].checkpoint, "after_b": run.state.last_checkpoint}, evals)
+        figures["experts"] = run.state.num_experts
+        figures["seconds"] = round(time.monotonic() - started, 1)
+        results[name] = figures
+    print(f"\nA = {a.skill_a.split('=')[0]}, B = {a.skill_b.split('=')[0]}; {a.steps} steps per skill, lr "
+          f"{a.learning_rate:g}, r={a.lora_r}, batch {a.batch}, base {a.model_name}")
+    print(f"{'':12} {'experts':>7} {'A after A':>10} {'A after B':>10} {'forgetting':>10} {'B after B':>10}")
+    for name, f in results.items():
+        print(f"{name:12} {f['experts']:>7} {f['loss_a_after_a']:>10.4f} {f['loss_a_after_b']:>10.4f} "
+              f"{f['forgetting_a']:>+10.4f} {f['loss_b_after_b']:>10.4f}")
+    if a.json:
+        Path(a.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
