@@ -246,6 +246,9 @@ def train(cfg: TrainConfig, log=_log, extra_callbacks: list | None = None) -> Tr
     if len(data.eval) == 0:
         trainer.args.eval_strategy = "no"
     trainer.resume_plan = plan
+    from dylora_moe.training.distributed import check_supported_parallelism
+
+    check_supported_parallelism(trainer)  # FSDP/DeepSpeed would shard what the checkpoint writer expects whole
     trainer.save_total_limit = cfg.save_total_limit
     trainer.position_fn = tracker.position
     log(f"[train] {model.num_experts} experts x r={new_config.lora_r} on {new_config.target_modules}: "
