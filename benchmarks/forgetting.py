@@ -57,7 +57,7 @@ def _configs(a: argparse.Namespace, out: Path):
 
 
 def _losses(checkpoints: dict[str, str], evals: dict[str, object]) -> dict[str, float]:
-    from dylora_moe.continual.evaluate import eval_loss
+    from dylora_moe.continual.evaluate import eval_metrics
     from dylora_moe.model.loading import load_model_for_inference
 
     figures = {}
@@ -66,7 +66,9 @@ def _losses(checkpoints: dict[str, str], evals: dict[str, object]) -> dict[str, 
         for skill, dataset in evals.items():
             if when == "after_a" and skill == "b":
                 continue
-            figures[f"loss_{skill}_{when}"] = eval_loss(model, dataset, tokenizer.pad_token_id, batch_size=16)
+            metrics = eval_metrics(model, dataset, tokenizer.pad_token_id, batch_size=16)
+            figures[f"loss_{skill}_{when}"] = metrics["loss"]
+            figures[f"usage_{skill}_{when}"] = metrics["usage"]
     figures["forgetting_a"] = figures["loss_a_after_b"] - figures["loss_a_after_a"]
     return figures
 
@@ -97,10 +99,10 @@ def main() -> int:
         results[name] = figures
     print(f"\nA = {a.skill_a.split('=')[0]}, B = {a.skill_b.split('=')[0]}; {a.steps} steps per skill, lr "
           f"{a.learning_rate:g}, r={a.lora_r}, batch {a.batch}, base {a.model_name}")
-    print(f"{'':12} {'experts':>7} {'A after A':>10} {'A after B':>10} {'forgetting':>10} {'B after B':>10}")
+    print(f"{'':12} {'experts':>7} {'A after A':>10} {'A after B':>10} {'forgetting':>10} {'B after B':>10}   expert usage on A after B")
     for name, f in results.items():
         print(f"{name:12} {f['experts']:>7} {f['loss_a_after_a']:>10.4f} {f['loss_a_after_b']:>10.4f} "
-              f"{f['forgetting_a']:>+10.4f} {f['loss_b_after_b']:>10.4f}")
+              f"{f['forgetting_a']:>+10.4f} {f['loss_b_after_b']:>10.4f}   {f['usage_a_after_b']}")
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=2))
     return 0
