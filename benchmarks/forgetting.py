@@ -10,7 +10,6 @@ Defaults run in a few minutes on 2 CPU cores on the embedded tiny base:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import time
@@ -37,6 +36,7 @@ def _args() -> argparse.Namespace:
     p.add_argument("--examples", type=int, default=200, help="examples per skill before the split")
     p.add_argument("--novelty_threshold", type=float, default=1.0,
                    help="DyLoRA run: 1.0 gives B its own expert whatever the detector measures (printed)")
+    p.add_argument("--replay", type=float, default=0.0, help="share of B's training examples replayed from A")
     p.add_argument("--output_dir", default="outputs/forgetting")
     p.add_argument("--json", default=None, help="also write the figures here")
     return p.parse_args()
@@ -52,7 +52,8 @@ def _configs(a: argparse.Namespace, out: Path):
                       lr_scheduler_type="constant", warmup_ratio=0.0, lora_r=a.lora_r, lora_alpha=2.0 * a.lora_r,
                       lora_dropout=0.0, train_batch_size=a.batch, eval_batch_size=16, save_steps=a.steps,
                       eval_steps=a.steps, logging_steps=max(a.steps // 4, 1), report_to="none", data=data)
-    ccfg = ContinualConfig(skills=f"{a.skill_a},{a.skill_b}", seed_steps=a.seed_steps, embedding_samples=32)
+    ccfg = ContinualConfig(skills=f"{a.skill_a},{a.skill_b}", seed_steps=a.seed_steps, embedding_samples=32,
+                           replay=a.replay)
     return cfg, ccfg
 
 
@@ -75,7 +76,8 @@ def _losses(checkpoints: dict[str, str], evals: dict[str, object]) -> dict[str, 
 
 def main() -> int:
     a = _args()
-    from dylora_moe.continual.orchestrator import train_continual
+    from dylora_moe.continual.config import ContinualConfig
+    from dylora_moe.continual.orchestrator import phase_data, train_continual
     from dylora_moe.data.pipeline import build_datasets
     from dylora_moe.model.loading import load_base_model
 
@@ -91,14 +93,15 @@ def main() -> int:
         started = time.monotonic()
         run = train_continual(cfg, ccfg, log=quiet)
         _, tokenizer = load_base_model(a.model_name, log=lambda m: None)
-        evals = {key: build_datasets(dataclasses.replace(cfg.data, datasets=spec), tokenizer).eval
-                 for key, spec in (("a", a.skill_a), ("b", a.skill_b))}
+        alone = ContinualConfig(skills=ccfg.skills)  # each skill's own held-out split, as in training
+        evals = {key: build_datasets(phase_data(cfg, alone, i, alone.skill_specs()), tokenizer).eval
+                 for i, key in enumerate(("a", "b"))}
         figures = _losses({"after_a": run.state.records[0].checkpoint, "after_b": run.state.last_checkpoint}, evals)
         figures["experts"] = run.state.num_experts
         figures["seconds"] = round(time.monotonic() - started, 1)
         results[name] = figures
     print(f"\nA = {a.skill_a.split('=')[0]}, B = {a.skill_b.split('=')[0]}; {a.steps} steps per skill, lr "
-          f"{a.learning_rate:g}, r={a.lora_r}, batch {a.batch}, base {a.model_name}")
+          f"{a.learning_rate:g}, r={a.lora_r}, batch {a.batch}, replay {a.replay:g}, base {a.model_name}")
     print(f"{'':12} {'experts':>7} {'A after A':>10} {'A after B':>10} {'forgetting':>10} {'B after B':>10}   expert usage on A after B")
     for name, f in results.items():
         print(f"{name:12} {f['experts']:>7} {f['loss_a_after_a']:>10.4f} {f['loss_a_after_b']:>10.4f} "

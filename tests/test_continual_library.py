@@ -75,3 +75,20 @@ def test_config_errors(overrides, message):
 
 def test_plus_joins_datasets_inside_one_skill():
     assert ContinualConfig(skills="stdlib:text+stdlib:math, mbpp").skill_specs() == ["stdlib:text,stdlib:math", "mbpp"]
+
+
+def test_phase_data_replays_earlier_skills_at_the_given_share():
+    from dylora_moe.continual.orchestrator import phase_data
+    from dylora_moe.training.config import TrainConfig
+
+    skills = ["stdlib:math", "mbpp=/x/mbpp.jsonl", "stdlib:math,code_alpaca=/y.json"]
+    cfg = TrainConfig()
+    first = phase_data(cfg, ContinualConfig(skills=",".join(skills), replay=0.2), 0, skills)
+    assert (first.datasets, first.mixing, first.mix_weights) == ("stdlib:math", "interleave", "stdlib:math=1")
+    second = phase_data(cfg, ContinualConfig(replay=0.2), 1, skills)
+    assert (second.datasets, second.mix_weights) == ("mbpp=/x/mbpp.jsonl,stdlib:math", "mbpp=0.8,stdlib:math=0.2")
+    third = phase_data(cfg, ContinualConfig(replay=0.2), 2, skills)
+    assert third.datasets == "stdlib:math,code_alpaca=/y.json,mbpp=/x/mbpp.jsonl"
+    assert third.mix_weights == "stdlib:math=0.4,code_alpaca=0.4,mbpp=0.2"
+    none = phase_data(cfg, ContinualConfig(replay=0.0), 1, skills)
+    assert (none.datasets, none.mix_weights) == ("mbpp=/x/mbpp.jsonl", "mbpp=1")

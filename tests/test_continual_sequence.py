@@ -3,6 +3,7 @@ skill events, the library in checkpoints, and resumption in the middle of a sequ
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,9 @@ def _cfg(base, out, **overrides):
     values = dict(datasets="stdlib", max_examples=40, max_steps=4, save_steps=2, eval_steps=2, learning_rate=2e-3,
                   lr_scheduler_type="constant", warmup_ratio=0.0, num_experts=1, lora_dropout=0.0)
     values.update(overrides)
-    return micro_config(base, out, **values)
+    cfg = micro_config(base, out, **values)
+    cfg.data = dataclasses.replace(cfg.data, max_seq_length=128, eval_fraction=0.2)
+    return cfg
 
 
 def _ccfg(**overrides):

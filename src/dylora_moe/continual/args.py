@@ -23,6 +23,8 @@ def add_continual_args(parser: argparse.ArgumentParser) -> None:
                    help="learning rate of the seeding phase (default: 10 x --learning_rate)")
     g.add_argument("--train_all_experts", "--train-all-experts", action="store_true",
                    help="do not freeze earlier experts while a skill is learned")
+    g.add_argument("--replay", type=float, default=d.replay,
+                   help="share of each later skill's training examples replayed from the earlier skills (0: none)")
     g.add_argument("--embedding_samples", "--embedding-samples", type=int, default=d.embedding_samples,
                    help="examples per skill embedding")
     g.add_argument("--novelty_reference", "--novelty-reference", default=d.reference,
@@ -33,7 +35,7 @@ def continual_config_from_args(args: argparse.Namespace) -> ContinualConfig:
     return ContinualConfig(
         skills=args.skills, novelty_threshold=args.novelty_threshold, seed_steps=args.seed_steps,
         seed_learning_rate=args.seed_learning_rate, freeze_experts=not args.train_all_experts,
-        embedding_samples=args.embedding_samples, reference=args.novelty_reference,
+        replay=args.replay, embedding_samples=args.embedding_samples, reference=args.novelty_reference,
     )
 
 

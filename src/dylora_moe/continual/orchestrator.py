@@ -101,13 +101,36 @@ def _decide(index: int, spec: str, state: ContinualState, library: SkillLibrary,
     return record
 
 
+def phase_data(cfg: TrainConfig, ccfg: ContinualConfig, index: int, skills: list[str]):
+    """The DataConfig of skill `index`: its datasets, plus the earlier skills' at a `replay` share.
+
+    Always `interleave`, which splits each dataset into train/eval on its own (seeded by its name): a dataset
+    then has the same held-out examples in every phase, so replay never trains on another skill's eval set.
+    """
+    from dylora_moe.data.registry import parse_datasets
+
+    current = [s.name for s in parse_datasets(skills[index])]
+    earlier: list[str] = []
+    specs = [skills[index]]
+    if ccfg.replay > 0:
+        for spec in skills[:index]:
+            new = [s for s in parse_datasets(spec) if s.name not in current and s.name not in earlier]
+            if new:
+                earlier += [s.name for s in new]
+                specs.append(",".join(s.name if s.path is None else f"{s.name}={s.path}" for s in new))
+    weights = {n: (1.0 - ccfg.replay) / len(current) if earlier else 1.0 / len(current) for n in current}
+    weights.update({n: ccfg.replay / len(earlier) for n in earlier})
+    return dataclasses.replace(cfg.data, datasets=",".join(specs), mixing="interleave",
+                               mix_weights=",".join(f"{n}={w:.6g}" for n, w in weights.items()))
+
+
 def _phase_config(cfg: TrainConfig, ccfg: ContinualConfig, state: ContinualState, record: SkillRecord,
-                  phase: str, directory: Path, first_phase: bool) -> TrainConfig:
+                  phase: str, directory: Path, first_phase: bool, index: int) -> TrainConfig:
     lr = cfg.learning_rate
     if phase == SEED:
         lr = ccfg.seed_learning_rate if ccfg.seed_learning_rate is not None else 10 * cfg.learning_rate
     values = dict(
-        output_dir=str(directory), learning_rate=lr, data=dataclasses.replace(cfg.data, datasets=record.name),
+        output_dir=str(directory), learning_rate=lr, data=phase_data(cfg, ccfg, index, state.skills),
         disable_early_stopping=True, load_best_model_at_end=False, mature_after_steps=-1,
         run_name=f"{cfg.run_name or 'continual'}-{directory.parent.name}-{phase}", wandb_checkpoint_artifact=None,
         checkpoint_store=None, grow_experts=0, weights_only_resume=False,
@@ -174,7 +197,8 @@ def train_continual(cfg: TrainConfig, ccfg: ContinualConfig, log=_stderr, extra_
             if phase in record.phases_done:
                 continue
             directory = phase_dir(output_dir, index, record.name, phase)
-            phase_cfg = _phase_config(cfg, ccfg, state, record, phase, directory, first_phase=not record.phases_done)
+            phase_cfg = _phase_config(cfg, ccfg, state, record, phase, directory, first_phase=not record.phases_done,
+                                      index=index)
             callback = ContinualPhase(skill=record.name, expert=record.expert, novel=record.novel, phase=phase,
                                       library=library, freeze=ccfg.freeze_experts,
                                       mark_mature_at_end=phase == phases[-1], log=log)
