@@ -96,7 +96,7 @@ def test_two_process_checkpoints_hold_every_rank_rng_and_only_trainable_state(tw
         assert set(state) >= {"python", "numpy", "cpu"}
     # only the main process logs our lines
     assert log.count("[train] done: 16 steps") == 1
-    assert log.count("[data] 64 train / 8 eval examples") == 1
+    assert log.count("[data] train: 64 examples") == 1
 
 
 def test_resume_two_to_two_continues_exactly(base, two_procs, stopped, tmp_path):

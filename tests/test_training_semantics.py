@@ -172,3 +172,11 @@ def test_save_total_limit_keeps_the_best_and_best_is_loaded_at_end(base, tmp_pat
     assert sorted(p.name for p in Path(tmp_path).glob("checkpoint-*")) == ["checkpoint-12", "checkpoint-3"]
     assert result.best_checkpoint.endswith("checkpoint-3")
     assert any("loading the best checkpoint" in line and "checkpoint-3" in line for line in lines)
+
+
+def test_no_eval_set_trains_without_evaluation(base, tmp_path):
+    cfg = micro_config(base, tmp_path, max_steps=3)
+    cfg.data.eval_fraction = 0.0
+    result = run(cfg)
+    assert result.global_step == 3 and result.best_metric is None
+    assert not [e for e in result.log_history if "eval_loss" in e]

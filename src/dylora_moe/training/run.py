@@ -8,7 +8,6 @@ schedule, step/epoch, best metric, early-stopping counter and RNG.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -163,8 +162,18 @@ def train(cfg: TrainConfig, log=_log, extra_callbacks: list | None = None) -> Tr
         data = build_datasets(cfg.data, tokenizer)
     if len(data.train) == 0:
         raise UserError(f"the training set is empty after subsetting (--training_subset {cfg.data.training_subset})")
-    log(f"[data] {len(data.train)} train / {len(data.eval)} eval examples from {', '.join(data.sources)}; "
-        f"fingerprint {data.fingerprint[:12]}; {json.dumps(data.stats.get('truncation', {}))}")
+    if len(data.eval) == 0:
+        if cfg.load_best_model_at_end:
+            raise UserError("--load_best_model_at_end needs an eval set, but it is empty; raise --eval_fraction "
+                            "or --max_seq_length, or drop --load_best_model_at_end")
+        from transformers.trainer_utils import IntervalStrategy
+
+        args.eval_strategy = IntervalStrategy.NO  # nothing to evaluate: no evaluation, no early stopping
+    for split in ("train", "eval"):
+        st = data.stats[split]
+        log(f"[data] {split}: {st['kept']} examples from {', '.join(data.sources)}; {st['truncated']} truncated at "
+            f"{cfg.data.max_seq_length} tokens, {st['dropped_truncated'] + st['dropped_prompt_too_long']} dropped")
+    log(f"[data] fingerprint {data.fingerprint[:12]}")
 
     # 3. plan: steps, data position, schedule
     world = args.world_size
@@ -243,8 +252,6 @@ def train(cfg: TrainConfig, log=_log, extra_callbacks: list | None = None) -> Tr
         data_collator=CausalLMCollator(tokenizer.pad_token_id), processing_class=tokenizer, callbacks=callbacks,
         dylora_state=dylora_state, run_config=run_config, metadata_fn=metadata, log=log,
     )
-    if len(data.eval) == 0:
-        trainer.args.eval_strategy = "no"
     trainer.resume_plan = plan
     from dylora_moe.training.distributed import check_supported_parallelism
 
