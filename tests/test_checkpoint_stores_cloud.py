@@ -22,6 +22,15 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _clear_fsspec_instances() -> None:
+    """fsspec caches filesystem objects by their arguments; the endpoint comes from the environment."""
+    import gcsfs
+    import s3fs
+
+    gcsfs.GCSFileSystem.clear_instance_cache()
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
 @pytest.fixture(scope="module")
 def gcs_server():
     from gcp_storage_emulator.server import create_server
@@ -31,8 +40,10 @@ def gcs_server():
     server.start()
     saved = os.environ.get("STORAGE_EMULATOR_HOST")
     os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{port}"
+    _clear_fsspec_instances()
     yield f"http://127.0.0.1:{port}"
     server.stop()
+    _clear_fsspec_instances()
     if saved is None:
         os.environ.pop("STORAGE_EMULATOR_HOST", None)
     else:
@@ -54,8 +65,10 @@ def s3_server():
     import boto3
 
     boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="ckpts")
+    _clear_fsspec_instances()  # a cached S3FileSystem would still talk to an earlier module's (stopped) server
     yield endpoint
     server.stop()
+    _clear_fsspec_instances()
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)
