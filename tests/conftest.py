@@ -24,3 +24,11 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.fail(f"{SHARED_DATA} is missing: tests read real data from ../shared/data beside the checkout")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def base(tmp_path_factory) -> str:
+    """A micro Llama + trained test tokenizer saved as an HF model directory (usable as --model_name)."""
+    from micro import save_micro_base
+
+    return save_micro_base(tmp_path_factory.mktemp("base") / "micro")

@@ -15,7 +15,6 @@ import threading
 import pytest
 from ckpt_helpers import make_checkpoint
 from fake_wandb import FakeWandbServer
-from micro import save_micro_base
 from test_checkpoint_stores_cloud import gcs_server, s3_server  # noqa: F401 - loopback servers as fixtures
 from train_helpers import adapter_weights, max_weight_diff, micro_config, run, step_losses
 from transformers import TrainerCallback
@@ -34,11 +33,6 @@ from dylora_moe.training.tracking import Tracking, setup_tracking
 FAKE_KEY = "k" * 32 + "dyloraSECRET"
 METADATA_KEYS = {"global_step", "epoch", "best_metric", "best_global_step", "run_id", "run_name", "base_model",
                  "num_experts", "lora_r", "maturity", "datasets", "dataset_fingerprint", "world_size"}
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    return save_micro_base(tmp_path_factory.mktemp("base") / "micro")
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 import torch
-from micro import batch, micro_moe, save_micro_base
+from micro import batch, micro_moe
 from train_helpers import micro_config, run
 
 from dylora_moe.errors import UserError
@@ -43,11 +43,6 @@ def test_remap_keeps_existing_state_pads_grown_gates_and_leaves_new_experts_fres
     assert torch.count_nonzero(moment[2]) == 0
     model(**batch()).loss.backward()
     grown_opt.step()  # the re-mapped state is usable
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory) -> str:
-    return save_micro_base(tmp_path_factory.mktemp("base") / "micro")
 
 
 def test_grow_experts_on_full_resume_keeps_optimizer_state(base, tmp_path):

@@ -7,8 +7,6 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-import torch
-from micro import save_micro_base
 from train_helpers import adapter_weights, max_weight_diff, micro_config
 from transformers import TrainerCallback
 
@@ -19,11 +17,6 @@ from dylora_moe.continual.state import ContinualState
 from dylora_moe.errors import UserError
 
 SKILLS = "stdlib:text,stdlib:math"
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory) -> str:
-    return save_micro_base(tmp_path_factory.mktemp("base") / "micro")
 
 
 def _cfg(base, out, **overrides):

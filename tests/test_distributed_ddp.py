@@ -19,7 +19,6 @@ import torch
 from safetensors.torch import load_file
 
 from dist_helpers import cli_args, config_from_cli, dist_env, history, losses, torchrun
-from micro import save_micro_base
 from train_helpers import adapter_weights, max_weight_diff
 
 pytestmark = pytest.mark.slow
@@ -31,11 +30,6 @@ STOP = 5  # mid-epoch 0
 def _ok(proc):
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     return proc
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    return save_micro_base(tmp_path_factory.mktemp("base") / "micro")
 
 
 @pytest.fixture(scope="module")

@@ -17,14 +17,8 @@ from pathlib import Path
 import pytest
 
 from dist_helpers import cli_args, dist_env, launch_command
-from micro import save_micro_base
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    return save_micro_base(tmp_path_factory.mktemp("base") / "micro")
 
 
 def test_accelerate_launch_runs_two_processes(base, tmp_path):

@@ -101,7 +101,7 @@ def test_network_is_cut() -> None:
     programs = [
         f"import socket\nsocket.create_connection(('127.0.0.1', {port}))",
         f"import socket\ns = socket.socket()\ns.connect(('127.0.0.1', {port}))",
-        f"import _socket\n_socket.socket()",
+        "import _socket\n_socket.socket()",
         f"import urllib.request\nurllib.request.urlopen('http://127.0.0.1:{port}/')",
     ]
     try:

@@ -4,13 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from micro import save_micro_base
 from train_helpers import adapter_weights, max_weight_diff, micro_config, run, step_losses
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    return save_micro_base(tmp_path_factory.mktemp("base") / "micro")
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -18,11 +17,6 @@ from train_helpers import adapter_weights, micro_config, run
 
 LOG_KEYS = {"loss", "lm_loss", "balance_loss", "learning_rate", "routing_entropy",
             "expert_usage_0", "expert_usage_1", "expert_usage_2", "expert_usage_3"}
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    return save_micro_base(tmp_path_factory.mktemp("base") / "micro")
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from dylora_moe.training.callbacks import EXIT_PREEMPTED
-from micro import save_micro_base
 from train_helpers import ALPACA, adapter_weights, max_weight_diff, micro_config, run
 
 pytestmark = pytest.mark.slow
@@ -36,11 +35,6 @@ def _env() -> dict:
     env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.pop("WANDB_API_KEY", None)
     return env
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    return save_micro_base(tmp_path_factory.mktemp("base") / "micro")
 
 
 def test_sigterm_saves_exits_143_and_auto_resume_matches_uninterrupted(base, tmp_path):

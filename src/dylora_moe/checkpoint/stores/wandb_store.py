@@ -201,7 +201,7 @@ class WandbStore(CheckpointStore):
                 f"Failed to {action} W&B artifact {self.path}: {message} (check entity, project and name, "
                 "and that your API key can read it)"
             ) from None
-        except TypeError as exc:  # what the SDK raises for server calls in offline mode
+        except TypeError:  # what the SDK raises for server calls in offline mode
             if wandb_is_offline():
                 raise UserError(
                     f"Failed to {action} W&B artifact {self.path}: resuming from W&B needs online mode; "
