@@ -37,6 +37,9 @@ def _args() -> argparse.Namespace:
     p.add_argument("--novelty_threshold", type=float, default=1.0,
                    help="DyLoRA run: 1.0 gives B its own expert whatever the detector measures (printed)")
     p.add_argument("--replay", type=float, default=0.0, help="share of B's training examples replayed from A")
+    p.add_argument("--routing_supervision", type=float, default=0.0,
+                   help="weight of the skill-supervised routing loss (both arms get it; with one expert it is 0)")
+    p.add_argument("--arms", default="dylora,single_lora", help="which runs (comma-separated)")
     p.add_argument("--output_dir", default="outputs/forgetting")
     p.add_argument("--json", default=None, help="also write the figures here")
     return p.parse_args()
@@ -53,7 +56,7 @@ def _configs(a: argparse.Namespace, out: Path):
                       lora_dropout=0.0, train_batch_size=a.batch, eval_batch_size=16, save_steps=a.steps,
                       eval_steps=a.steps, logging_steps=max(a.steps // 4, 1), report_to="none", data=data)
     ccfg = ContinualConfig(skills=f"{a.skill_a},{a.skill_b}", seed_steps=a.seed_steps, embedding_samples=32,
-                           replay=a.replay)
+                           replay=a.replay, routing_supervision=a.routing_supervision)
     return cfg, ccfg
 
 
@@ -85,6 +88,8 @@ def main() -> int:
     quiet = lambda m: print(m) if m.startswith("[continual] skill") else None  # noqa: E731
     results = {}
     for name, threshold in (("dylora", a.novelty_threshold), ("single_lora", -1.0)):
+        if name not in a.arms.split(","):
+            continue
         out = root / name
         cfg, ccfg = _configs(a, out)
         ccfg.novelty_threshold = threshold
@@ -101,7 +106,7 @@ def main() -> int:
         figures["seconds"] = round(time.monotonic() - started, 1)
         results[name] = figures
     print(f"\nA = {a.skill_a.split('=')[0]}, B = {a.skill_b.split('=')[0]}; {a.steps} steps per skill, lr "
-          f"{a.learning_rate:g}, r={a.lora_r}, batch {a.batch}, replay {a.replay:g}, base {a.model_name}")
+          f"{a.learning_rate:g}, r={a.lora_r}, batch {a.batch}, replay {a.replay:g}, routing supervision {a.routing_supervision:g}, base {a.model_name}")
     print(f"{'':12} {'experts':>7} {'A after A':>10} {'A after B':>10} {'forgetting':>10} {'B after B':>10}   expert usage on A after B")
     for name, f in results.items():
         print(f"{name:12} {f['experts']:>7} {f['loss_a_after_a']:>10.4f} {f['loss_a_after_b']:>10.4f} "

@@ -25,6 +25,10 @@ def add_continual_args(parser: argparse.ArgumentParser) -> None:
                    help="do not freeze earlier experts while a skill is learned")
     g.add_argument("--replay", type=float, default=d.replay,
                    help="share of each later skill's training examples replayed from the earlier skills (0: none)")
+    g.add_argument("--routing_supervision", "--routing-supervision", type=float, default=d.routing_supervision,
+                   help="weight of a router loss toward each training example's skill expert (cross entropy of "
+                        "every router's per-token softmax, over non-padding tokens); use with --replay so the "
+                        "routers see earlier skills too (0: off)")
     g.add_argument("--embedding_samples", "--embedding-samples", type=int, default=d.embedding_samples,
                    help="examples per skill embedding")
     g.add_argument("--novelty_reference", "--novelty-reference", default=d.reference,
@@ -35,7 +39,7 @@ def continual_config_from_args(args: argparse.Namespace) -> ContinualConfig:
     return ContinualConfig(
         skills=args.skills, novelty_threshold=args.novelty_threshold, seed_steps=args.seed_steps,
         seed_learning_rate=args.seed_learning_rate, freeze_experts=not args.train_all_experts,
-        replay=args.replay, embedding_samples=args.embedding_samples, reference=args.novelty_reference,
+        replay=args.replay, routing_supervision=args.routing_supervision, embedding_samples=args.embedding_samples, reference=args.novelty_reference,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from transformers import TrainerCallback
 
 from dylora_moe.continual.library import SkillLibrary
@@ -18,16 +19,55 @@ def freeze_other_experts(model, active: int) -> int:
     return model.num_experts - 1
 
 
+class SkillRoutingCollator:
+    """Adds `expert_ids` (batch,) to each batch: the expert of the skill each training example belongs to, looked
+    up by its token ids (-1 when unknown, e.g. eval rows), for the skill-supervised routing loss."""
+
+    def __init__(self, collator, targets: dict[tuple, int]):
+        self.collator, self.targets = collator, targets
+
+    def __call__(self, features: list[dict]) -> dict:
+        batch = self.collator(features)
+        ids = [tuple(f["input_ids"].tolist() if hasattr(f["input_ids"], "tolist") else f["input_ids"]) for f in features]
+        batch["expert_ids"] = torch.tensor([self.targets.get(i, -1) for i in ids], dtype=torch.long)
+        return batch
+
+
+def routing_targets(train_rows, row_sources: list[str], expert_of_source: dict[str, int]) -> dict[tuple, int]:
+    """Token ids of each training row -> its skill's expert; a sequence found under two experts maps to -1."""
+    targets: dict[tuple, int] = {}
+    for ids, source in zip(train_rows, row_sources):
+        key, expert = tuple(ids), expert_of_source[source]
+        targets[key] = expert if targets.get(key, expert) == expert else -1
+    return targets
+
+
+def target_weights(targets: dict[tuple, int], num_experts: int) -> torch.Tensor:
+    """Each expert's inverse share of the phase's training tokens, normalised so the token-weighted mean is 1
+    (experts without tokens get 0): every skill pulls on the router equally, however small its replay share."""
+    tokens = torch.zeros(num_experts)
+    for ids, expert in targets.items():
+        if 0 <= expert < num_experts:
+            tokens[expert] += len(ids)
+    present = tokens > 0
+    weights = torch.zeros(num_experts)
+    weights[present] = tokens.sum() / (present.sum() * tokens[present])
+    return weights
+
+
 class ContinualPhase(TrainerCallback):
     """Runs inside `training.run.train` for one phase (seeding or consolidation) of one skill."""
 
     def __init__(self, *, skill: str, expert: int, novel: bool, phase: str, library: SkillLibrary,
-                 freeze: bool, mark_mature_at_end: bool, log=print):
+                 freeze: bool, mark_mature_at_end: bool, log=print, routing_supervision: float = 0.0,
+                 routing_targets: dict[tuple, int] | None = None):
         self.skill, self.expert, self.novel, self.phase = skill, expert, novel, phase
         self.library = library
         self.freeze = freeze
         self.mark_mature_at_end = mark_mature_at_end
         self.log = log
+        self.routing_supervision = routing_supervision
+        self.routing_targets = routing_targets
         self.lrs: list[float] = []  # learning rate of every optimizer step (read back by tests)
         self.sparse_at_step: dict[int, bool] = {}
 
@@ -35,7 +75,21 @@ class ContinualPhase(TrainerCallback):
         """Called by the trainer while a checkpoint is being written (before its manifest)."""
         self.library.save(directory)
 
+    def wrap_collator(self, collator):
+        """Called by the trainer at construction: with supervision on, batches carry each example's expert."""
+        if self.routing_supervision > 0 and self.routing_targets:
+            return SkillRoutingCollator(collator, self.routing_targets)
+        return collator
+
     def on_init_end(self, args, state, control, model=None, **kwargs):
+        if model is not None:
+            model.routing_supervision = self.routing_supervision if self.routing_targets else 0.0
+            # supervised routing: the gates learn which skill a token belongs to from the labels (and the
+            # balance loss), not from the LM loss, which would teach them to prefer the expert being trained
+            model.routing.detach_weights = bool(model.routing_supervision)
+            model.routing.target_weights = None
+            if model.routing_supervision:
+                model.routing.target_weights = target_weights(self.routing_targets, model.num_experts)
         # before the optimizer exists, so frozen experts never enter it
         if self.freeze and model is not None:
             frozen = freeze_other_experts(model, self.expert)

@@ -18,6 +18,7 @@ class ContinualConfig:
     freeze_experts: bool = True  # freeze every other expert while a skill is learned
     embedding_samples: int = 32  # examples per skill embedding
     replay: float = 0.0  # share of each later skill's training examples drawn from the earlier skills
+    routing_supervision: float = 0.0  # weight of the router CE toward each example's skill expert (0: off)
     reference: str = "stdlib"  # dataset spec whose mean hidden state centres the embeddings ('none': no centring)
 
     def skill_specs(self) -> list[str]:
@@ -31,6 +32,8 @@ class ContinualConfig:
             raise UserError(f"--seed_steps must be 0 or more, got {self.seed_steps}")
         if not 0.0 <= self.replay < 1.0:
             raise UserError(f"--replay is a share of the training examples in [0, 1), got {self.replay}")
+        if self.routing_supervision < 0:
+            raise UserError(f"--routing_supervision is a loss weight, 0 or more, got {self.routing_supervision}")
         if self.embedding_samples < 1:
             raise UserError(f"--embedding_samples must be at least 1, got {self.embedding_samples}")
         if not -1.0 <= self.novelty_threshold <= 1.0:

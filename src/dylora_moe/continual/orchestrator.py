@@ -124,6 +124,21 @@ def phase_data(cfg: TrainConfig, ccfg: ContinualConfig, index: int, skills: list
                                mix_weights=",".join(f"{n}={w:.6g}" for n, w in weights.items()))
 
 
+def _routing_targets(data_cfg, state: ContinualState, index: int, embedder: "_Embedder") -> dict[tuple, int]:
+    """Token ids of each of the phase's training rows -> the expert of the skill it came from (the phase's data
+    is built here with the same config, hence the same rows, as inside the phase's run)."""
+    from dylora_moe.continual.callbacks import routing_targets
+    from dylora_moe.data.pipeline import build_datasets
+    from dylora_moe.data.registry import parse_datasets
+
+    expert_of_source: dict[str, int] = {}
+    for record in state.records[:index]:
+        expert_of_source.update({s.name: record.expert for s in parse_datasets(record.name)})
+    expert_of_source.update({s.name: state.records[index].expert for s in parse_datasets(state.records[index].name)})
+    data = build_datasets(data_cfg, embedder.tokenizer)
+    return routing_targets(data.train["input_ids"], data.train_sources, expert_of_source)
+
+
 def _phase_config(cfg: TrainConfig, ccfg: ContinualConfig, state: ContinualState, record: SkillRecord,
                   phase: str, directory: Path, first_phase: bool, index: int) -> TrainConfig:
     lr = cfg.learning_rate
@@ -199,9 +214,15 @@ def train_continual(cfg: TrainConfig, ccfg: ContinualConfig, log=_stderr, extra_
             directory = phase_dir(output_dir, index, record.name, phase)
             phase_cfg = _phase_config(cfg, ccfg, state, record, phase, directory, first_phase=not record.phases_done,
                                       index=index)
+            targets = None
+            if ccfg.routing_supervision > 0:
+                if embedder is None:
+                    embedder = _Embedder(cfg, ccfg, log)
+                targets = _routing_targets(phase_cfg.data, state, index, embedder)
             callback = ContinualPhase(skill=record.name, expert=record.expert, novel=record.novel, phase=phase,
                                       library=library, freeze=ccfg.freeze_experts,
-                                      mark_mature_at_end=phase == phases[-1], log=log)
+                                      mark_mature_at_end=phase == phases[-1], log=log,
+                                      routing_supervision=ccfg.routing_supervision, routing_targets=targets)
             phase_callbacks.append(callback)
             log(f"[continual] {record.name} / {phase}: lr {phase_cfg.learning_rate:g}, expert {record.expert}")
             result = train(phase_cfg, log=log, extra_callbacks=[callback, *(extra_callbacks or [])])

@@ -39,6 +39,7 @@ class PreparedData:
     fingerprint: str
     stats: dict = field(default_factory=dict)
     sources: list[str] = field(default_factory=list)
+    train_sources: list[str] = field(default_factory=list)  # the source name of each training row, in order
 
 
 def build_datasets(cfg: DataConfig, tokenizer) -> PreparedData:
@@ -70,8 +71,8 @@ def build_datasets(cfg: DataConfig, tokenizer) -> PreparedData:
     if cfg.use_chat_template and not chat:
         log.warning("--use_chat_template: the tokenizer has no chat template; using the built-in prompt template")
     stats["template"] = "chat" if chat else "prompt"
-    train_ds, stats["train"], train_sha = _encode(cfg, tokenizer, train_ex, chat)
-    eval_ds, stats["eval"], eval_sha = _encode(cfg, tokenizer, eval_ex, chat)
+    train_ds, stats["train"], train_sha, train_sources = _encode(cfg, tokenizer, train_ex, chat)
+    eval_ds, stats["eval"], eval_sha, _ = _encode(cfg, tokenizer, eval_ex, chat)
     if len(train_ds) == 0:
         raise UserError(f"no training examples left after truncation at --max_seq_length {cfg.max_seq_length}; "
                         "raise --max_seq_length or drop --drop_truncated")
@@ -90,7 +91,8 @@ def build_datasets(cfg: DataConfig, tokenizer) -> PreparedData:
         "eval": {"size": len(eval_ds), "sha256": eval_sha},
     }
     stats["fingerprint_inputs"] = inputs
-    return PreparedData(train=train_ds, eval=eval_ds, fingerprint=fingerprint(inputs), stats=stats, sources=names)
+    return PreparedData(train=train_ds, eval=eval_ds, fingerprint=fingerprint(inputs), stats=stats, sources=names,
+                        train_sources=train_sources)
 
 
 def _check(cfg: DataConfig) -> None:
@@ -136,13 +138,14 @@ def _split_and_mix(cfg: DataConfig, names: list[str], per_source: dict[str, list
     return interleave(train_parts, weights, rng_for(cfg.seed, "interleave")), eval_pool
 
 
-def _encode(cfg: DataConfig, tokenizer, examples: list[Example], chat: bool) -> tuple[datasets.Dataset, dict, str]:
-    """Tokenize one split; returns the dataset, its statistics and the hash of its ids and labels."""
+def _encode(cfg: DataConfig, tokenizer, examples: list[Example], chat: bool) -> tuple[datasets.Dataset, dict, str, list[str]]:
+    """Tokenize one split; returns the dataset, its statistics, the hash of its ids and labels and each kept
+    row's source name."""
     encoded = encode_batch(tokenizer, [(ins, inp, resp) for _, ins, inp, resp in examples],
                            max_seq_length=cfg.max_seq_length, train_on_prompt=cfg.train_on_prompt, chat=chat)
-    ids, labels = [], []
+    ids, labels, sources = [], [], []
     s = {"examples": len(examples), "kept": 0, "truncated": 0, "dropped_truncated": 0, "dropped_prompt_too_long": 0}
-    for enc in encoded:
+    for example, enc in zip(examples, encoded):
         if enc is None:
             s["dropped_prompt_too_long"] += 1
             continue
@@ -153,11 +156,12 @@ def _encode(cfg: DataConfig, tokenizer, examples: list[Example], chat: bool) -> 
                 continue
         ids.append(enc.input_ids)
         labels.append(enc.labels)
+        sources.append(example[0])
     s["kept"] = len(ids)
     s["tokens"] = sum(len(x) for x in ids)
     s["label_tokens"] = sum(sum(1 for t in lab if t != -100) for lab in labels)
     dataset = datasets.Dataset.from_dict({"input_ids": ids, "labels": labels}, features=FEATURES)
-    return dataset, s, digest_rows(ids, labels)
+    return dataset, s, digest_rows(ids, labels), sources
 
 
 def _template_identity(tokenizer, chat: bool) -> dict:

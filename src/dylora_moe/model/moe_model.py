@@ -30,6 +30,7 @@ class DyLoRAOutput(ModelOutput):
     balance_loss: torch.Tensor | None = None
     expert_usage: torch.Tensor | None = None  # (E,) mean routing weight per expert
     routing_entropy: torch.Tensor | None = None
+    routing_supervision_loss: torch.Tensor | None = None  # only when expert_ids were given
 
 
 def shifted_lm_loss(
@@ -63,6 +64,7 @@ class DyLoRAMoEModel(nn.Module):
         self.dylora_config = config
         self.base_model = base_model
         self.label_smoothing = 0.0
+        self.routing_supervision = 0.0  # weight of the skill-supervised routing loss (continual mode sets it)
         for param in self.base_model.parameters():
             param.requires_grad_(False)
         self.routing = RoutingContext(top_k=config.top_k, temperature=config.router_temperature)
@@ -157,9 +159,14 @@ class DyLoRAMoEModel(nn.Module):
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         num_items_in_batch: int | torch.Tensor | None = None,
+        expert_ids: torch.Tensor | None = None,
         **kwargs,
     ) -> DyLoRAOutput:
+        """`expert_ids` (batch,): the expert each sequence belongs to (-1: none); with labels, the routers'
+        cross entropy toward it is returned as `routing_supervision_loss` and weighted into `loss` by
+        `routing_supervision`. Routing itself never reads it."""
         self.routing.collect_stats = labels is not None
+        self.routing.targets = expert_ids if labels is not None else None
         try:
             out = self.base_model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
             result = DyLoRAOutput(logits=out.logits, cache=getattr(out, "cache", None))
@@ -173,14 +180,20 @@ class DyLoRAMoEModel(nn.Module):
                 balance = torch.stack([s.balance_loss for s in stats]).mean()
                 result.expert_usage = torch.stack([s.usage for s in stats]).mean(0)
                 result.routing_entropy = torch.stack([s.entropy for s in stats]).mean()
+                supervised = [s.supervision_loss for s in stats if s.supervision_loss is not None]
+                if supervised:
+                    result.routing_supervision_loss = torch.stack(supervised).mean()
             else:
                 balance = lm_loss.new_zeros(())
             result.lm_loss = lm_loss
             result.balance_loss = balance
             result.loss = lm_loss + self.dylora_config.balance_coefficient * balance.to(lm_loss.dtype)
+            if result.routing_supervision_loss is not None and self.routing_supervision:
+                result.loss = result.loss + self.routing_supervision * result.routing_supervision_loss.to(lm_loss.dtype)
             return result
         finally:
             self.routing.collect_stats = False
+            self.routing.targets = None
             self.routing.stats = []
             for router in self.routers.values():
                 router.clear_cache()

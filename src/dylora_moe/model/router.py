@@ -23,6 +23,9 @@ class RoutingContext:
     temperature: float = 1.0
     collect_stats: bool = False
     token_mask: torch.Tensor | None = None  # (batch, seq) 1 for real tokens, 0 for padding
+    targets: torch.Tensor | None = None  # (batch,) the expert each sequence should route to, -1 for none
+    target_weights: torch.Tensor | None = None  # (E,) weight of each target expert's tokens (None: per batch)
+    detach_weights: bool = False  # the LM loss does not train the gates (supervised routing learns from labels)
     stats: list["RouterStats"] = field(default_factory=list)
 
 
@@ -31,6 +34,7 @@ class RouterStats:
     balance_loss: torch.Tensor  # differentiable Switch-style auxiliary loss
     usage: torch.Tensor  # (E,) mean routing weight per expert over real tokens (detached)
     entropy: torch.Tensor  # mean entropy of the router's softmax over real tokens (detached)
+    supervision_loss: torch.Tensor | None = None  # CE of the softmax toward `targets` over real tokens, if given
 
 
 class Router(nn.Module):
@@ -67,6 +71,8 @@ class Router(nn.Module):
         if ctx.collect_stats:
             ctx.stats.append(self._stats(probs, weights, ctx))
         weights = weights.to(x.dtype)
+        if ctx.detach_weights:
+            weights = weights.detach()
         self._cached_input, self._cached_weights = x, weights
         return weights
 
@@ -89,7 +95,33 @@ class Router(nn.Module):
         usage = ((flat_weights.detach() * mask).sum(0) / count).float()
         token_entropy = -(flat_probs.detach() * flat_probs.detach().clamp_min(1e-12).log()).sum(-1, keepdim=True)
         entropy = (token_entropy * mask).sum() / count
-        return RouterStats(balance_loss=balance, usage=usage, entropy=entropy)
+        return RouterStats(balance_loss=balance, usage=usage, entropy=entropy,
+                           supervision_loss=self._supervision(flat_probs, mask, ctx))
+
+    @staticmethod
+    def _supervision(flat_probs: torch.Tensor, mask: torch.Tensor, ctx: RoutingContext) -> torch.Tensor | None:
+        """Cross entropy of the per-token softmax toward each sequence's target expert (skill-supervised
+        routing) over real tokens of sequences that have a target, class-balanced so that the skill with most
+        tokens (the one being learned) does not teach the router a global preference for its expert: with
+        `target_weights` (each expert's inverse share of the phase's tokens) a weighted mean over the batch's
+        tokens, else the mean over each target expert's tokens averaged over the experts present.
+        None without targets."""
+        targets = ctx.targets
+        if targets is None or flat_probs.shape[0] % targets.numel():
+            return None
+        num_experts = flat_probs.shape[-1]
+        per_token = targets.to(flat_probs.device).long().repeat_interleave(flat_probs.shape[0] // targets.numel())
+        valid = mask.reshape(-1) * (per_token >= 0).to(mask.dtype)
+        one_hot = F.one_hot(per_token.clamp(0, num_experts - 1), num_experts).to(flat_probs.dtype) * valid.unsqueeze(-1)
+        nll = -(flat_probs.clamp_min(1e-12).log() * one_hot).sum(0)  # (E,) summed per target expert
+        count = one_hot.sum(0)
+        if ctx.target_weights is not None and ctx.target_weights.numel() == num_experts:
+            weights = ctx.target_weights.to(nll.device, nll.dtype)
+            return (nll * weights).sum() / count.sum().clamp_min(1.0)
+        present = count > 0
+        if not bool(present.any()):
+            return nll.sum() * 0.0
+        return (nll[present] / count[present]).mean()
 
     def add_experts(self, count: int, init_std: float) -> None:
         """Grow by `count` outputs; existing rows are kept bit for bit."""

@@ -47,6 +47,7 @@ class MoEStatsAccumulator:
             "balance_loss": outputs.balance_loss,
             "routing_entropy": outputs.routing_entropy,
             "expert_usage": outputs.expert_usage,
+            "routing_supervision_loss": getattr(outputs, "routing_supervision_loss", None),
         }
         for key, value in values.items():
             if value is None:
@@ -89,6 +90,11 @@ class DyLoRATrainer(Trainer):
         # `checkpoint_files(directory)` method are registered automatically (e.g. the continual skill library)
         self.extra_savers = [cb.checkpoint_files for cb in self.callback_handler.callbacks
                              if callable(getattr(cb, "checkpoint_files", None))]
+        # callbacks with a `wrap_collator(collator)` method may add inputs to every batch (e.g. the continual
+        # phase's per-sequence expert ids for skill-supervised routing)
+        for cb in self.callback_handler.callbacks:
+            if callable(getattr(cb, "wrap_collator", None)):
+                self.data_collator = cb.wrap_collator(self.data_collator)
 
     @property
     def moe_model(self):
@@ -111,6 +117,11 @@ class DyLoRATrainer(Trainer):
             loss = lm_loss * scale + coefficient * balance / self.current_gradient_accumulation_steps
         else:
             loss = lm_loss * scale + coefficient * balance
+        supervision = getattr(outputs, "routing_supervision_loss", None)
+        weight = getattr(self.moe_model, "routing_supervision", 0.0)
+        if supervision is not None and weight:  # skill-supervised routing (continual mode), like the balance term
+            steps = self.current_gradient_accumulation_steps if model.training and num_items_in_batch is not None else 1
+            loss = loss + weight * supervision / steps
         (self.train_stats if model.training else self.eval_stats).add(outputs)
         return (loss, outputs) if return_outputs else loss
 
