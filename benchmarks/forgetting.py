@@ -39,6 +39,8 @@ def _args() -> argparse.Namespace:
     p.add_argument("--replay", type=float, default=0.0, help="share of B's training examples replayed from A")
     p.add_argument("--routing_supervision", type=float, default=0.0,
                    help="weight of the skill-supervised routing loss (both arms get it; with one expert it is 0)")
+    p.add_argument("--new_expert_init", default="nearest", choices=("nearest", "fresh"),
+                   help="the new expert for B starts as a copy of A's expert (nearest) or from scratch (fresh)")
     p.add_argument("--arms", default="dylora,single_lora", help="which runs (comma-separated)")
     p.add_argument("--output_dir", default="outputs/forgetting")
     p.add_argument("--json", default=None, help="also write the figures here")
@@ -56,7 +58,8 @@ def _configs(a: argparse.Namespace, out: Path):
                       lora_dropout=0.0, train_batch_size=a.batch, eval_batch_size=16, save_steps=a.steps,
                       eval_steps=a.steps, logging_steps=max(a.steps // 4, 1), report_to="none", data=data)
     ccfg = ContinualConfig(skills=f"{a.skill_a},{a.skill_b}", seed_steps=a.seed_steps, embedding_samples=32,
-                           replay=a.replay, routing_supervision=a.routing_supervision)
+                           replay=a.replay, routing_supervision=a.routing_supervision,
+                           new_expert_init=a.new_expert_init)
     return cfg, ccfg
 
 

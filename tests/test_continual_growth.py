@@ -61,3 +61,22 @@ def test_grow_experts_on_full_resume_keeps_optimizer_state(base, tmp_path):
 
     weights = adapter_weights(result.last_checkpoint)
     assert weights["maturity"].tolist() == [0, 0, 0] and any(k.endswith("lora_A.2") for k in weights)
+
+
+def test_grown_expert_can_start_as_a_copy_of_an_existing_one(base, tmp_path):
+    """--grow_experts_from: the continual mode's 'nearest' init (a novel skill starts from its nearest skill's expert)."""
+    from safetensors.torch import load_file
+
+    from train_helpers import micro_config, run
+
+    first = run(micro_config(base, tmp_path / "a", max_steps=2, num_experts=2))
+    grown = run(micro_config(base, tmp_path / "b", max_steps=1, num_experts=2, learning_rate=0.0,
+                             resume_from_checkpoint=first.last_checkpoint, weights_only_resume=True,
+                             grow_experts=1, grow_experts_from=1))
+    state = load_file(f"{grown.last_checkpoint}/adapter_model.safetensors")
+    a_keys = [k for k in state if k.endswith(".lora_A.2")]
+    assert a_keys
+    for key in a_keys:
+        assert torch.equal(state[key], state[key[:-1] + "1"])
+        assert torch.equal(state[key.replace("lora_A", "lora_B")], state[key.replace("lora_A", "lora_B")[:-1] + "1"])
+        assert not torch.equal(state[key], state[key[:-1] + "0"])

@@ -29,6 +29,9 @@ def add_continual_args(parser: argparse.ArgumentParser) -> None:
                    help="weight of a router loss toward each training example's skill expert (cross entropy of "
                         "every router's per-token softmax, over non-padding tokens); use with --replay so the "
                         "routers see earlier skills too (0: off)")
+    g.add_argument("--new_expert_init", "--new-expert-init", choices=("nearest", "fresh"), default=d.new_expert_init,
+                   help="a novel skill's expert starts as a copy of the most similar known skill's expert "
+                        "(nearest) or from scratch (fresh)")
     g.add_argument("--embedding_samples", "--embedding-samples", type=int, default=d.embedding_samples,
                    help="examples per skill embedding")
     g.add_argument("--novelty_reference", "--novelty-reference", default=d.reference,
@@ -40,6 +43,7 @@ def continual_config_from_args(args: argparse.Namespace) -> ContinualConfig:
         skills=args.skills, novelty_threshold=args.novelty_threshold, seed_steps=args.seed_steps,
         seed_learning_rate=args.seed_learning_rate, freeze_experts=not args.train_all_experts,
         replay=args.replay, routing_supervision=args.routing_supervision, embedding_samples=args.embedding_samples, reference=args.novelty_reference,
+        new_expert_init=args.new_expert_init,
     )
 
 

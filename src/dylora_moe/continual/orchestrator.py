@@ -93,7 +93,7 @@ def _decide(index: int, spec: str, state: ContinualState, library: SkillLibrary,
         expert = decision.expert
     library.add(spec, expert, embedding)
     record = SkillRecord(name=spec, expert=expert, novel=decision.novel, similarity=decision.similarity,
-                         nearest=decision.nearest, step_offset=state.total_steps)
+                         nearest=decision.nearest, nearest_expert=decision.expert, step_offset=state.total_steps)
     sim = "n/a (empty library)" if decision.similarity is None else f"{decision.similarity:.3f} to {decision.nearest}"
     log(f"[continual] skill {index + 1}/{len(state.skills)} {spec}: max similarity {sim}, threshold "
         f"{library.threshold} -> {'novel: new expert' if decision.novel else 'known: expert'} {expert}")
@@ -158,6 +158,8 @@ def _phase_config(cfg: TrainConfig, ccfg: ContinualConfig, state: ContinualState
     elif state.last_checkpoint:
         values.update(resume_from_checkpoint=state.last_checkpoint, weights_only_resume=True, grow_experts=grow,
                       num_experts=state.num_experts)
+        if grow and ccfg.new_expert_init == "nearest" and record.nearest_expert is not None:
+            values.update(grow_experts_from=record.nearest_expert)
     else:
         values.update(resume_from_checkpoint=None, num_experts=1)
     return dataclasses.replace(cfg, **values)

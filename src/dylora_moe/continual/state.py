@@ -21,6 +21,7 @@ class SkillRecord:
     novel: bool
     similarity: float | None
     nearest: str | None
+    nearest_expert: int | None = None  # expert of the most similar known skill (a novel skill's expert starts from it)
     phases_done: list[str] = field(default_factory=list)
     checkpoint: str | None = None  # final checkpoint of the last finished phase
     step_offset: int = 0  # global steps of the whole sequence before this skill

@@ -136,6 +136,13 @@ class DyLoRAMoEModel(nn.Module):
         self.dylora_config.num_experts = first + count
         return list(range(first, first + count))
 
+    @torch.no_grad()
+    def copy_expert(self, source: int, target: int) -> None:
+        """Make expert `target`'s A and B equal to expert `source`'s (gate rows are left alone)."""
+        for _, layer in self.adapted_layers():
+            layer.lora_A[target].copy_(layer.lora_A[source])
+            layer.lora_B[target].copy_(layer.lora_B[source])
+
     def expert_parameters(self, expert: int) -> list[nn.Parameter]:
         params: list[nn.Parameter] = []
         for _, layer in self.adapted_layers():

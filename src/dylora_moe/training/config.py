@@ -57,6 +57,7 @@ class TrainConfig:
     wandb_checkpoint_artifact: str | None = None
     weights_only_resume: bool = False
     grow_experts: int = 0
+    grow_experts_from: int | None = None  # new experts start as copies of this expert (None: fresh init)
     checkpoint_store: str | None = None
     # code benchmarks on the trained weights (HumanEval / MBPP, sandboxed)
     eval_benchmarks: str | None = None  # e.g. "humaneval,mbpp"
@@ -87,6 +88,7 @@ FLAG_HELP = {
     "WANDB_CHECKPOINT_ARTIFACT); any store URI works too",
     "weights_only_resume": "resume only experts/gates/maturity from a checkpoint; optimizer and LR schedule start fresh",
     "grow_experts": "add N new immature experts to the resumed model",
+    "grow_experts_from": "initialise the grown experts as copies of this expert instead of from scratch",
     "checkpoint_store": "upload checkpoints to this store URI (dir, gs://, s3://, wandb://entity/project/name)",
     "eval_steps": "evaluate every N steps (default: --save_steps)",
     "eval_benchmarks": "run code benchmarks (humaneval,mbpp) on the trained weights, sandboxed",

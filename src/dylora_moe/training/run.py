@@ -157,6 +157,13 @@ def train(cfg: TrainConfig, log=_log, extra_callbacks: list | None = None) -> Tr
         load_adapter(model, resume.path)
         if cfg.grow_experts:
             new_ids = model.add_experts(cfg.grow_experts)
+            if cfg.grow_experts_from is not None:
+                if not 0 <= cfg.grow_experts_from < new_ids[0]:
+                    raise UserError(f"--grow_experts_from {cfg.grow_experts_from} is not an existing expert; "
+                                    f"the checkpoint has experts 0..{new_ids[0] - 1}")
+                for new_id in new_ids:
+                    model.copy_expert(cfg.grow_experts_from, new_id)
+                log(f"[train] new experts {new_ids} start as copies of expert {cfg.grow_experts_from}")
             log(f"[train] grew the expert pool by {cfg.grow_experts}: new immature experts {new_ids}")
     with args.main_process_first(desc="build datasets"):
         data = build_datasets(cfg.data, tokenizer)
