@@ -174,3 +174,13 @@ def test_no_eval_set_trains_without_evaluation(base, tmp_path):
     result = run(cfg)
     assert result.global_step == 3 and result.best_metric is None
     assert not [e for e in result.log_history if "eval_loss" in e]
+
+
+def test_gradient_checkpointing_gives_the_same_steps(base, tmp_path):
+    from train_helpers import step_losses
+
+    plain = run(micro_config(base, tmp_path / "plain", max_steps=3))
+    checkpointed = run(micro_config(base, tmp_path / "ckpt", max_steps=3, gradient_checkpointing=True))
+    a, b = step_losses(plain), step_losses(checkpointed)
+    assert sorted(a) == sorted(b) == [1, 2, 3]
+    assert all(abs(a[s] - b[s]) < 1e-5 for s in a)

@@ -41,6 +41,7 @@ class MoELoRALinear(nn.Module):
         self.lora_A = nn.ParameterList()
         self.lora_B = nn.ParameterList()
         self.__dict__["router"] = router  # shared with sibling projections; registered once on the model
+        router.num_consumers += 1
         self.add_experts(num_experts)
 
     @property

@@ -199,8 +199,8 @@ class DyLoRAMoEModel(nn.Module):
                 result.loss = result.loss + self.routing_supervision * result.routing_supervision_loss.to(lm_loss.dtype)
             return result
         finally:
-            self.routing.collect_stats = False
-            self.routing.targets = None
+            # collect_stats / targets stay as this forward set them: activation checkpointing recomputes the
+            # layers during backward and must save the same tensors as the original forward did
             self.routing.stats = []
             for router in self.routers.values():
                 router.clear_cache()
@@ -228,10 +228,16 @@ class DyLoRAMoEModel(nn.Module):
     def device(self) -> torch.device:
         return self.maturity.device
 
-    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
-        self.base_model.gradient_checkpointing_enable(
-            gradient_checkpointing_kwargs=gradient_checkpointing_kwargs or {"use_reentrant": False}
-        )
+    def activation_checkpointing_enable(self, activation_checkpointing_kwargs: dict | None = None, **kwargs) -> None:
+        """Recompute the base's layers in backward (non-reentrant, so frozen inputs still carry gradients)."""
+        checkpoint_kwargs = activation_checkpointing_kwargs or {"use_reentrant": False}
+        enable = getattr(self.base_model, "activation_checkpointing_enable", None)
+        if enable is not None:
+            enable(activation_checkpointing_kwargs=checkpoint_kwargs, **kwargs)
+        else:
+            self.base_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpoint_kwargs)
+
+    gradient_checkpointing_enable = activation_checkpointing_enable
 
     def get_input_embeddings(self) -> nn.Module:
         return self.base_model.get_input_embeddings()

@@ -44,8 +44,10 @@ class Router(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(num_experts, in_features) * init_std)
         self.__dict__["context"] = context  # shared plain object, not a sub-module
+        self.num_consumers = 0  # projections that read this router (set when they are built)
         self._cached_input: torch.Tensor | None = None
         self._cached_weights: torch.Tensor | None = None
+        self._cache_hits = 0
 
     @property
     def num_experts(self) -> int:
@@ -54,11 +56,16 @@ class Router(nn.Module):
     def clear_cache(self) -> None:
         self._cached_input = None
         self._cached_weights = None
+        self._cache_hits = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Routing weights (..., E) for input x (..., in_features); reused when x is the same tensor."""
         if self._cached_input is x and self._cached_weights is not None:
-            return self._cached_weights
+            weights = self._cached_weights
+            self._cache_hits += 1
+            if self._cache_hits >= self.num_consumers:  # every sibling projection has read it: drop the reference
+                self.clear_cache()
+            return weights
         ctx = self.context
         logits = F.linear(x.to(self.weight.dtype), self.weight) / ctx.temperature
         probs = torch.softmax(logits.float(), dim=-1)
@@ -73,7 +80,8 @@ class Router(nn.Module):
         weights = weights.to(x.dtype)
         if ctx.detach_weights:
             weights = weights.detach()
-        self._cached_input, self._cached_weights = x, weights
+        if self.num_consumers > 1:
+            self._cached_input, self._cached_weights, self._cache_hits = x, weights, 1
         return weights
 
     def _stats(self, probs: torch.Tensor, weights: torch.Tensor, ctx: RoutingContext) -> RouterStats:

@@ -125,7 +125,7 @@ def train(cfg: TrainConfig, log=_log, extra_callbacks: list | None = None) -> Tr
         eval_strategy="steps", eval_steps=eval_steps,
         load_best_model_at_end=cfg.load_best_model_at_end, metric_for_best_model="eval_loss",
         greater_is_better=False, remove_unused_columns=False, prediction_loss_only=True,
-        dataloader_num_workers=0, report_to=tracking.report_to, gradient_checkpointing=cfg.gradient_checkpointing,
+        dataloader_num_workers=0, report_to=tracking.report_to, activation_checkpointing=cfg.gradient_checkpointing,
         ddp_find_unused_parameters=False, use_cpu=not torch.cuda.is_available(), **mixed,
     )
     is_main = args.process_index == 0
