@@ -53,22 +53,6 @@ def test_collator_adds_each_rows_expert_and_minus_one_for_unknown_rows():
 SKILLS = "stdlib:text,stdlib:math"
 
 
-def _run(base, out, supervision: float):
-    cfg = micro_config(base, out, datasets="stdlib", max_examples=48, max_steps=12, save_steps=12, eval_steps=12,
-                       learning_rate=2e-2, lr_scheduler_type="constant", warmup_ratio=0.0, num_experts=1,
-                       lora_dropout=0.0, gradient_accumulation_steps=1, train_batch_size=8)
-    cfg.data = dataclasses.replace(cfg.data, max_seq_length=128, eval_fraction=0.2)
-    ccfg = ContinualConfig(skills=SKILLS, novelty_threshold=1.0, embedding_samples=8, replay=0.3,
-                           routing_supervision=supervision)
-    result = train_continual(cfg, ccfg, log=lambda m: None)
-    model, tokenizer = load_model_for_inference(result.state.last_checkpoint, log=lambda m: None)
-    alone = ContinualConfig(skills=SKILLS)
-    eval_a = build_datasets(phase_data(cfg, alone, 0, alone.skill_specs()), tokenizer).eval
-    eval_b = build_datasets(phase_data(cfg, alone, 1, alone.skill_specs()), tokenizer).eval
-    return (result, eval_metrics(model, eval_a, tokenizer.pad_token_id)["usage"],
-            eval_metrics(model, eval_b, tokenizer.pad_token_id)["usage"])
-
-
 def test_supervision_routes_each_skills_tokens_to_its_expert_on_a_micro_model():
     """Two separable 'skills' (disjoint token ranges), the new skill 4x more frequent, as in a replay phase:
     with the class-balanced supervision alone training the gates, each skill's held-out tokens are routed (sparse

@@ -12,7 +12,6 @@ What it changes, and why:
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
