@@ -58,9 +58,21 @@ def _check_flags(cfg: TrainConfig) -> None:
         raise UserError("--num_epochs must be > 0 (or give --max_steps)")
     if cfg.early_stopping_patience < 1:
         raise UserError(f"--early_stopping_patience must be at least 1, got {cfg.early_stopping_patience}")
+    _check_datasets(cfg.data.datasets)
     artifact = cfg.wandb_checkpoint_artifact or os.environ.get("WANDB_CHECKPOINT_ARTIFACT")
     if artifact and cfg.resume_from_checkpoint not in (None, "auto"):
         raise UserError("both --resume_from_checkpoint and --wandb_checkpoint_artifact were given; pass one")
+
+
+def _check_datasets(text: str) -> None:
+    """Unknown names and hub datasets while the hub is offline fail before any model is loaded."""
+    from dylora_moe.data.loading import hub_offline, hub_unreachable_error
+    from dylora_moe.data.registry import REGISTRY, parse_datasets
+
+    for spec in parse_datasets(text):
+        hub_id = REGISTRY[spec.base].hub_id if spec.base in REGISTRY else None
+        if not spec.path and hub_id and hub_offline():
+            raise hub_unreachable_error(spec.name, hub_id)
 
 
 def _check_against_checkpoint(cfg: TrainConfig, new_config, resume_dir: Path) -> object:
