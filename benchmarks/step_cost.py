@@ -1,6 +1,6 @@
 """Step cost of DyLoRA-MoE against a single PEFT LoRA and the upstream two-pass design.
 
-One process, one small Llama config, the variants measured round-robin (so load on the machine hits them
+One process, one small Llama config, the variants measured round-robin in a shuffled order (so load on the machine hits them
 alike); prints the median forward+backward+optimizer step time of each and, last, ours-dense / PEFT.
 
     python benchmarks/step_cost.py [--device cuda] [--dtype bf16] [--steps 20]
@@ -9,6 +9,7 @@ alike); prints the median forward+backward+optimizer step time of each and, last
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import time
 
@@ -100,9 +101,12 @@ def main() -> None:
     }
     steps = {name: step_fn(model, batch, args.device, dtype) for name, model in variants.items()}
     times: dict[str, list[float]] = {name: [] for name in variants}
+    order = list(steps)
+    shuffle = random.Random(0).shuffle
     for i in range(args.warmup + args.steps):
-        for name, step in steps.items():
-            elapsed = step()
+        shuffle(order)  # no variant always runs right after the biggest one
+        for name in order:
+            elapsed = steps[name]()
             if i >= args.warmup:
                 times[name].append(elapsed)
     print(f"device={args.device} dtype={args.dtype} hidden={args.hidden} layers={args.layers} "
