@@ -151,6 +151,8 @@ def test_wandb_offline_logs_moe_metrics_stages_artifacts_and_never_writes_the_ke
     result = train(quick(base, tmp_path / "out", report_to="wandb", wandb_project="P", wandb_entity="ent",
                          run_name="e2e-offline"), log=logs.append)
     assert result.exit_code == 0 and result.global_step == 5
+    # the W&B settings stay with this run: a later run in the same process must not turn W&B on by itself
+    assert "WANDB_PROJECT" not in os.environ and "WANDB_ENTITY" not in os.environ
     # default store: the active run's project, artifact name of the seed
     assert any(m.endswith("(offline); checkpoints -> wandb://ent/P/dylora-model-full") for m in logs), logs
     staged = [m for m in logs if m.startswith("[upload] uploaded")]

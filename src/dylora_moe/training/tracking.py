@@ -113,9 +113,8 @@ def setup_tracking(cfg, log=print) -> Tracking:
 
     project = cfg.wandb_project or os.environ.get("WANDB_PROJECT") or "dylora-moe"
     entity = cfg.wandb_entity or os.environ.get("WANDB_ENTITY")
-    os.environ["WANDB_PROJECT"] = project  # HF's callback reads these
-    if entity:
-        os.environ["WANDB_ENTITY"] = entity
+    # the run is opened here, so HF's W&B callback reuses it; nothing is written into os.environ (a notebook's
+    # next run must not find WANDB_PROJECT set and turn W&B on by itself)
     run = wandb.init(project=project, entity=entity, name=cfg.run_name, config=sanitized_config(cfg.to_dict()))
     tracking.wandb_run = run
     tracking.run_id = run.id
