@@ -41,6 +41,8 @@ def _args() -> argparse.Namespace:
                    help="weight of the skill-supervised routing loss (both arms get it; with one expert it is 0)")
     p.add_argument("--new_expert_init", default="nearest", choices=("nearest", "fresh"),
                    help="the new expert for B starts as a copy of A's expert (nearest) or from scratch (fresh)")
+    p.add_argument("--router_input", default="context", choices=("token", "context"),
+                   help="what the DyLoRA gates read (continual mode's default: context)")
     p.add_argument("--arms", default="dylora,single_lora", help="which runs (comma-separated)")
     p.add_argument("--output_dir", default="outputs/forgetting")
     p.add_argument("--json", default=None, help="also write the figures here")
@@ -55,7 +57,7 @@ def _configs(a: argparse.Namespace, out: Path):
     data = DataConfig(max_seq_length=a.max_seq_length, max_examples_per_dataset=a.examples, eval_fraction=0.15)
     cfg = TrainConfig(model_name=a.model_name, output_dir=str(out), max_steps=a.steps, learning_rate=a.learning_rate,
                       lr_scheduler_type="constant", warmup_ratio=0.0, lora_r=a.lora_r, lora_alpha=2.0 * a.lora_r,
-                      lora_dropout=0.0, train_batch_size=a.batch, eval_batch_size=16, save_steps=a.steps,
+                      lora_dropout=0.0, router_input=a.router_input, train_batch_size=a.batch, eval_batch_size=16, save_steps=a.steps,
                       eval_steps=a.steps, logging_steps=max(a.steps // 4, 1), report_to="none", data=data)
     ccfg = ContinualConfig(skills=f"{a.skill_a},{a.skill_b}", seed_steps=a.seed_steps, embedding_samples=32,
                            replay=a.replay, routing_supervision=a.routing_supervision,
@@ -109,7 +111,8 @@ def main() -> int:
         figures["seconds"] = round(time.monotonic() - started, 1)
         results[name] = figures
     print(f"\nA = {a.skill_a.split('=')[0]}, B = {a.skill_b.split('=')[0]}; {a.steps} steps per skill, lr "
-          f"{a.learning_rate:g}, r={a.lora_r}, batch {a.batch}, replay {a.replay:g}, routing supervision {a.routing_supervision:g}, base {a.model_name}")
+          f"{a.learning_rate:g}, r={a.lora_r}, batch {a.batch}, replay {a.replay:g}, routing supervision {a.routing_supervision:g}, router input {a.router_input}, "
+          f"base {a.model_name}")
     print(f"{'':12} {'experts':>7} {'A after A':>10} {'A after B':>10} {'forgetting':>10} {'B after B':>10}   expert usage on A after B")
     for name, f in results.items():
         print(f"{name:12} {f['experts']:>7} {f['loss_a_after_a']:>10.4f} {f['loss_a_after_b']:>10.4f} "

@@ -23,6 +23,7 @@ STRUCTURAL_FIELDS = {
     "lora_r": "--lora_r",
     "target_modules": "--target_modules",
     "base_model": "--model_name",
+    "router_input": "--router_input",
 }
 
 

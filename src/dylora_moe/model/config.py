@@ -26,6 +26,7 @@ class DyLoRAConfig:
     target_modules: list[str] | None = None
     top_k: int = 1
     router_temperature: float = 1.0
+    router_input: str = "token"  # "token" or "context" (causal running mean of the sequence; see router.py)
     balance_coefficient: float = 0.01
     init_lora_b_std: float = 1e-3
     init_gate_std: float = 0.02

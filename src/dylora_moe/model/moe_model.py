@@ -48,6 +48,17 @@ def shifted_lm_loss(
     return total, (shift_labels != -100).sum()
 
 
+def _past_length(kwargs: dict) -> int:
+    """Tokens already in the KV cache of this forward (0 for a fresh sequence or a forward without cache)."""
+    position = kwargs.get("cache_position")
+    if isinstance(position, torch.Tensor) and position.numel():
+        return int(position.reshape(-1)[0])
+    cache = kwargs.get("cache", kwargs.get("past_key_values"))  # transformers 5 passes `cache`
+    if cache is not None and hasattr(cache, "get_seq_length"):
+        return int(cache.get_seq_length())
+    return 0
+
+
 class DyLoRAMoEModel(nn.Module):
     """Wraps any `AutoModelForCausalLM`; only experts and routers are trainable."""
 
@@ -67,7 +78,10 @@ class DyLoRAMoEModel(nn.Module):
         self.routing_supervision = 0.0  # weight of the skill-supervised routing loss (continual mode sets it)
         for param in self.base_model.parameters():
             param.requires_grad_(False)
-        self.routing = RoutingContext(top_k=config.top_k, temperature=config.router_temperature)
+        if config.router_input not in ("token", "context"):
+            raise UserError(f"router_input must be 'token' or 'context', got {config.router_input!r}")
+        self.routing = RoutingContext(top_k=config.top_k, temperature=config.router_temperature,
+                                      context_routing=config.router_input == "context")
         self.routers = nn.ModuleDict()
         self.register_buffer("maturity", torch.zeros(config.num_experts, dtype=torch.bool))
         self._inject()
@@ -157,6 +171,7 @@ class DyLoRAMoEModel(nn.Module):
         self.routing.sparse = self.is_sparse
         mask = kwargs.get("attention_mask")
         self.routing.token_mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
+        self.routing.continue_context = _past_length(kwargs) > 0
         self.routing.stats = []
         return None
 

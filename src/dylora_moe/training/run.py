@@ -43,7 +43,7 @@ def _model_config(cfg: TrainConfig):
     return DyLoRAConfig(
         num_experts=cfg.num_experts, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
         target_modules=targets, top_k=cfg.top_k, router_temperature=cfg.router_temperature,
-        balance_coefficient=cfg.balance_coefficient, base_model=cfg.model_name,
+        router_input=cfg.router_input or "token", balance_coefficient=cfg.balance_coefficient, base_model=cfg.model_name,
     )
 
 
@@ -56,6 +56,8 @@ def _check_flags(cfg: TrainConfig) -> None:
             raise UserError(f"--{name} must be at least 1, got {getattr(cfg, name)}")
     if cfg.num_epochs <= 0 and cfg.max_steps <= 0:
         raise UserError("--num_epochs must be > 0 (or give --max_steps)")
+    if cfg.router_input not in (None, "token", "context"):
+        raise UserError(f"--router_input must be 'token' or 'context', got {cfg.router_input!r}")
     if cfg.early_stopping_patience < 1:
         raise UserError(f"--early_stopping_patience must be at least 1, got {cfg.early_stopping_patience}")
     _check_datasets(cfg.data.datasets)
@@ -86,6 +88,8 @@ def _check_against_checkpoint(cfg: TrainConfig, new_config, resume_dir: Path) ->
         candidate.num_experts = saved.num_experts
     if not candidate.target_modules:
         candidate.target_modules = saved.target_modules
+    if cfg.router_input is None:
+        candidate.router_input = saved.router_input
     check_compatible(saved, candidate, str(resume_dir))
     if not cfg.weights_only_resume:
         needed = ["optimizer.pt", "scheduler.pt", "trainer_state.json", "dylora_state.json"]
@@ -151,6 +155,8 @@ def train(cfg: TrainConfig, log=_log, extra_callbacks: list | None = None) -> Tr
         new_config.target_modules = saved_config.target_modules
     if saved_config is not None and cfg.grow_experts:
         new_config.num_experts = saved_config.num_experts
+    if saved_config is not None and cfg.router_input is None:
+        new_config.router_input = saved_config.router_input
 
     if is_main:
         from dylora_moe.checkpoint.manifest import clean_stale_temp_dirs, list_checkpoints
