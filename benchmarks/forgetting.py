@@ -37,8 +37,10 @@ def _args() -> argparse.Namespace:
     p.add_argument("--novelty_threshold", type=float, default=1.0,
                    help="DyLoRA run: 1.0 gives B its own expert whatever the detector measures (printed)")
     p.add_argument("--replay", type=float, default=0.0, help="share of B's training examples replayed from A")
-    p.add_argument("--routing_supervision", type=float, default=0.0,
+    p.add_argument("--routing_supervision", type=float, default=1.0,
                    help="weight of the skill-supervised routing loss (both arms get it; with one expert it is 0)")
+    p.add_argument("--prototype_routing", type=float, default=1.0,
+                   help="weight of the routing-prototype loss (continual mode's default 1; 0 = off)")
     p.add_argument("--new_expert_init", default="nearest", choices=("nearest", "fresh"),
                    help="the new expert for B starts as a copy of A's expert (nearest) or from scratch (fresh)")
     p.add_argument("--router_input", default="context", choices=("token", "context"),
@@ -61,6 +63,7 @@ def _configs(a: argparse.Namespace, out: Path):
                       eval_steps=a.steps, logging_steps=max(a.steps // 4, 1), report_to="none", data=data)
     ccfg = ContinualConfig(skills=f"{a.skill_a},{a.skill_b}", seed_steps=a.seed_steps, embedding_samples=32,
                            replay=a.replay, routing_supervision=a.routing_supervision,
+                           prototype_routing=a.prototype_routing,
                            new_expert_init=a.new_expert_init)
     return cfg, ccfg
 
@@ -111,12 +114,13 @@ def main() -> int:
         figures["seconds"] = round(time.monotonic() - started, 1)
         results[name] = figures
     print(f"\nA = {a.skill_a.split('=')[0]}, B = {a.skill_b.split('=')[0]}; {a.steps} steps per skill, lr "
-          f"{a.learning_rate:g}, r={a.lora_r}, batch {a.batch}, replay {a.replay:g}, routing supervision {a.routing_supervision:g}, router input {a.router_input}, "
+          f"{a.learning_rate:g}, r={a.lora_r}, batch {a.batch}, replay {a.replay:g}, routing supervision {a.routing_supervision:g}, prototype routing {a.prototype_routing:g}, router input {a.router_input}, "
           f"base {a.model_name}")
-    print(f"{'':12} {'experts':>7} {'A after A':>10} {'A after B':>10} {'forgetting':>10} {'B after B':>10}   expert usage on A after B")
+    print(f"{'':12} {'experts':>7} {'A after A':>10} {'A after B':>10} {'forgetting':>10} {'B after B':>10}   "
+          "expert usage on A after B / on B after B")
     for name, f in results.items():
         print(f"{name:12} {f['experts']:>7} {f['loss_a_after_a']:>10.4f} {f['loss_a_after_b']:>10.4f} "
-              f"{f['forgetting_a']:>+10.4f} {f['loss_b_after_b']:>10.4f}   {f['usage_a_after_b']}")
+              f"{f['forgetting_a']:>+10.4f} {f['loss_b_after_b']:>10.4f}   {f['usage_a_after_b']} / {f['usage_b_after_b']}")
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=2))
     return 0

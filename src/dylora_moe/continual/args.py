@@ -27,8 +27,11 @@ def add_continual_args(parser: argparse.ArgumentParser) -> None:
                    help="share of each later skill's training examples replayed from the earlier skills (0: none)")
     g.add_argument("--routing_supervision", "--routing-supervision", type=float, default=d.routing_supervision,
                    help="weight of a router loss toward each training example's skill expert (cross entropy of "
-                        "every router's per-token softmax, over non-padding tokens); use with --replay so the "
-                        "routers see earlier skills too (0: off)")
+                        "every router's softmax over the example's answer tokens); the gates then learn from these "
+                        "labels, not from the LM loss (0: off, the LM loss trains the gates)")
+    g.add_argument("--prototype_routing", "--prototype-routing", type=float, default=d.prototype_routing,
+                   help="weight of a router loss that keeps each finished skill's recorded gate inputs routed to its "
+                        "expert while later skills train (no data replay; 0: off)")
     g.add_argument("--new_expert_init", "--new-expert-init", choices=("nearest", "fresh"), default=d.new_expert_init,
                    help="a novel skill's expert starts as a copy of the most similar known skill's expert "
                         "(nearest) or from scratch (fresh)")
@@ -42,8 +45,8 @@ def continual_config_from_args(args: argparse.Namespace) -> ContinualConfig:
     return ContinualConfig(
         skills=args.skills, novelty_threshold=args.novelty_threshold, seed_steps=args.seed_steps,
         seed_learning_rate=args.seed_learning_rate, freeze_experts=not args.train_all_experts,
-        replay=args.replay, routing_supervision=args.routing_supervision, embedding_samples=args.embedding_samples, reference=args.novelty_reference,
-        new_expert_init=args.new_expert_init,
+        replay=args.replay, routing_supervision=args.routing_supervision, prototype_routing=args.prototype_routing,
+        embedding_samples=args.embedding_samples, reference=args.novelty_reference, new_expert_init=args.new_expert_init,
     )
 
 

@@ -9,6 +9,7 @@ import torch
 from transformers import TrainerCallback
 
 from dylora_moe.continual.library import SkillLibrary
+from dylora_moe.continual.prototypes import set_routing_prototypes
 
 
 def freeze_other_experts(model, active: int) -> int:
@@ -60,7 +61,7 @@ class ContinualPhase(TrainerCallback):
 
     def __init__(self, *, skill: str, expert: int, novel: bool, phase: str, library: SkillLibrary,
                  freeze: bool, mark_mature_at_end: bool, log=print, routing_supervision: float = 0.0,
-                 routing_targets: dict[tuple, int] | None = None):
+                 routing_targets: dict[tuple, int] | None = None, prototype_routing: float = 0.0):
         self.skill, self.expert, self.novel, self.phase = skill, expert, novel, phase
         self.library = library
         self.freeze = freeze
@@ -68,6 +69,7 @@ class ContinualPhase(TrainerCallback):
         self.log = log
         self.routing_supervision = routing_supervision
         self.routing_targets = routing_targets
+        self.prototype_routing = prototype_routing
         self.lrs: list[float] = []  # learning rate of every optimizer step (read back by tests)
         self.sparse_at_step: dict[int, bool] = {}
 
@@ -90,6 +92,13 @@ class ContinualPhase(TrainerCallback):
             model.routing.target_weights = None
             if model.routing_supervision:
                 model.routing.target_weights = target_weights(self.routing_targets, model.num_experts)
+        if model is not None and self.prototype_routing > 0:
+            earlier = [(self.library.expert_of(name), by_router) for name, by_router in self.library.prototypes.items()
+                       if name != self.skill]
+            count = set_routing_prototypes(model, earlier, self.prototype_routing)
+            if count:
+                self.log(f"[continual] {self.skill} ({self.phase}): {count} routing prototypes per router from "
+                         f"{len(earlier)} earlier skill(s), weight {self.prototype_routing:g}")
         # before the optimizer exists, so frozen experts never enter it
         if self.freeze and model is not None:
             frozen = freeze_other_experts(model, self.expert)

@@ -18,7 +18,8 @@ class ContinualConfig:
     freeze_experts: bool = True  # freeze every other expert while a skill is learned
     embedding_samples: int = 32  # examples per skill embedding
     replay: float = 0.0  # share of each later skill's training examples drawn from the earlier skills
-    routing_supervision: float = 0.0  # weight of the router CE toward each example's skill expert (0: off)
+    routing_supervision: float = 1.0  # weight of the router CE toward each example's skill expert on its answer tokens (0: off)
+    prototype_routing: float = 1.0  # weight of the loss keeping earlier skills' gate inputs on their experts (0: off)
     new_expert_init: str = "nearest"  # a novel skill's expert starts as a copy of the nearest skill's ('fresh': random)
     reference: str = "stdlib"  # dataset spec whose mean hidden state centres the embeddings ('none': no centring)
 
@@ -35,6 +36,8 @@ class ContinualConfig:
             raise UserError(f"--replay is a share of the training examples in [0, 1), got {self.replay}")
         if self.routing_supervision < 0:
             raise UserError(f"--routing_supervision is a loss weight, 0 or more, got {self.routing_supervision}")
+        if self.prototype_routing < 0:
+            raise UserError(f"--prototype_routing is a loss weight, 0 or more, got {self.prototype_routing}")
         if self.new_expert_init not in ("nearest", "fresh"):
             raise UserError(f"--new_expert_init must be 'nearest' or 'fresh', got {self.new_expert_init!r}")
         if self.embedding_samples < 1:

@@ -35,6 +35,10 @@ class SkillLibrary:
     embeddings: list[torch.Tensor] = field(default_factory=list)  # centred: skill mean minus `reference`
     threshold: float = DEFAULT_THRESHOLD
     reference: torch.Tensor | None = None  # mean hidden state of a generic reference corpus (the centre)
+    prototypes: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # skill -> router key -> (N, d)
+
+    def expert_of(self, name: str) -> int:
+        return self.experts[self.names.index(name)]
 
     def centred(self, raw: torch.Tensor) -> torch.Tensor:
         """Skill means share a large common direction (cosine ~0.99 between any two code skills); removing
@@ -73,6 +77,9 @@ class SkillLibrary:
         tensors = {"embeddings": torch.stack(self.embeddings).contiguous()} if self.embeddings else {}
         if self.reference is not None:
             tensors["reference"] = self.reference.contiguous()
+        for skill, by_router in self.prototypes.items():
+            for key, inputs in by_router.items():
+                tensors[f"prototypes.{self.names.index(skill)}.{key}"] = inputs.contiguous()
         weights = directory / LIBRARY_WEIGHTS
         save_file(tensors, str(weights), metadata={"format": "dylora-moe-skill-library/1"})
         meta = directory / LIBRARY_JSON
@@ -88,8 +95,14 @@ class SkillLibrary:
         rows = list(tensors["embeddings"].unbind(0)) if "embeddings" in tensors else []
         if len(rows) != len(meta["names"]):
             raise ValueError(f"skill library in {directory}: {len(rows)} embeddings for {len(meta['names'])} names")
+        prototypes: dict[str, dict[str, torch.Tensor]] = {}
+        for name, tensor in tensors.items():
+            if name.startswith("prototypes."):
+                _, index, key = name.split(".", 2)
+                prototypes.setdefault(meta["names"][int(index)], {})[key] = tensor
         return cls(names=list(meta["names"]), experts=[int(e) for e in meta["experts"]], embeddings=rows,
-                   threshold=float(meta.get("threshold", DEFAULT_THRESHOLD)), reference=tensors.get("reference"))
+                   threshold=float(meta.get("threshold", DEFAULT_THRESHOLD)), reference=tensors.get("reference"),
+                   prototypes=prototypes)
 
     @staticmethod
     def exists(directory: str | Path) -> bool:

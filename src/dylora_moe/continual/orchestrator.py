@@ -64,13 +64,28 @@ class _Embedder:
         self.model, self.tokenizer = load_base_model(cfg.model_name, log=log)
         self.model.eval()
 
-    def embed(self, spec: str):
-        from dylora_moe.continual.embedding import dataset_embedding
+    def skill_data(self, spec: str):
         from dylora_moe.data.pipeline import build_datasets
 
-        data = build_datasets(dataclasses.replace(self.cfg.data, datasets=spec), self.tokenizer)
-        return dataset_embedding(self.model, data.train, self.tokenizer.pad_token_id,
+        return build_datasets(dataclasses.replace(self.cfg.data, datasets=spec), self.tokenizer)
+
+    def embed(self, spec: str):
+        from dylora_moe.continual.embedding import dataset_embedding
+
+        return dataset_embedding(self.model, self.skill_data(spec).train, self.tokenizer.pad_token_id,
                                  sample=self.ccfg.embedding_samples, seed=self.cfg.seed)
+
+    def prototypes(self, spec: str, checkpoint: str, log) -> dict:
+        """Gate inputs of the model in `checkpoint` on a sample of the skill's training examples."""
+        import torch
+
+        from dylora_moe.continual.prototypes import collect_prototypes
+        from dylora_moe.model.loading import load_model_for_inference
+
+        device = "cuda" if torch.cuda.is_available() else None
+        model, _ = load_model_for_inference(checkpoint, device=device, log=log)
+        return collect_prototypes(model, self.skill_data(spec).train, sample=self.ccfg.embedding_samples,
+                                  seed=self.cfg.seed)
 
 
 def _load_library(output_dir: Path, ccfg: ContinualConfig, embedder: _Embedder, log) -> SkillLibrary:
@@ -225,7 +240,8 @@ def train_continual(cfg: TrainConfig, ccfg: ContinualConfig, log=_stderr, extra_
             callback = ContinualPhase(skill=record.name, expert=record.expert, novel=record.novel, phase=phase,
                                       library=library, freeze=ccfg.freeze_experts,
                                       mark_mature_at_end=phase == phases[-1], log=log,
-                                      routing_supervision=ccfg.routing_supervision, routing_targets=targets)
+                                      routing_supervision=ccfg.routing_supervision, routing_targets=targets,
+                                      prototype_routing=ccfg.prototype_routing)
             phase_callbacks.append(callback)
             log(f"[continual] {record.name} / {phase}: lr {phase_cfg.learning_rate:g}, expert {record.expert}")
             result = train(phase_cfg, log=log, extra_callbacks=[callback, *(extra_callbacks or [])])
@@ -240,6 +256,12 @@ def train_continual(cfg: TrainConfig, ccfg: ContinualConfig, log=_stderr, extra_
             record.phases_done.append(phase)
             record.checkpoint = result.last_checkpoint
             state.save(output_dir)
+        if ccfg.prototype_routing > 0 and index + 1 < len(specs) and record.name not in library.prototypes:
+            embedder = embedder or _Embedder(cfg, ccfg, log)
+            library.prototypes[record.name] = embedder.prototypes(record.name, state.last_checkpoint, lambda m: None)
+            library.save(output_dir)
+            count = next(iter(library.prototypes[record.name].values())).shape[0]
+            log(f"[continual] {record.name}: recorded {count} routing prototypes per router for later skills")
         state.current += 1
         state.save(output_dir)
     log(f"[continual] done: {len(specs)} skills, {state.num_experts} experts, last checkpoint {state.last_checkpoint}")

@@ -31,6 +31,7 @@ class DyLoRAOutput(ModelOutput):
     expert_usage: torch.Tensor | None = None  # (E,) mean routing weight per expert
     routing_entropy: torch.Tensor | None = None
     routing_supervision_loss: torch.Tensor | None = None  # only when expert_ids were given
+    routing_prototype_loss: torch.Tensor | None = None  # only when routing prototypes are set (continual mode)
 
 
 def shifted_lm_loss(
@@ -76,6 +77,8 @@ class DyLoRAMoEModel(nn.Module):
         self.base_model = base_model
         self.label_smoothing = 0.0
         self.routing_supervision = 0.0  # weight of the skill-supervised routing loss (continual mode sets it)
+        self.prototype_routing = 0.0  # weight of the routing-prototype loss (continual mode sets it)
+        self.routing_prototypes: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # router key -> (inputs, experts)
         for param in self.base_model.parameters():
             param.requires_grad_(False)
         if config.router_input not in ("token", "context"):
@@ -163,6 +166,12 @@ class DyLoRAMoEModel(nn.Module):
             params += [layer.lora_A[expert], layer.lora_B[expert]]
         return params
 
+    def prototype_routing_loss(self) -> torch.Tensor | None:
+        """Mean over routers of `Router.prototype_loss` at `routing_prototypes`; None when none are set."""
+        losses = [self.routers[key].prototype_loss(inputs, experts)
+                  for key, (inputs, experts) in self.routing_prototypes.items() if key in self.routers]
+        return torch.stack(losses).mean() if losses else None
+
     # ----------------------------------------------------------------- forward
     def _before_base_forward(self, module, args, kwargs):
         """Runs before every base forward (training, eval and each generate step)."""
@@ -189,6 +198,7 @@ class DyLoRAMoEModel(nn.Module):
         `routing_supervision`. Routing itself never reads it."""
         self.routing.collect_stats = labels is not None
         self.routing.targets = expert_ids if labels is not None else None
+        self.routing.target_mask = (labels != -100) if expert_ids is not None and labels is not None else None
         try:
             out = self.base_model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
             result = DyLoRAOutput(logits=out.logits, cache=getattr(out, "cache", None))
@@ -207,11 +217,14 @@ class DyLoRAMoEModel(nn.Module):
                     result.routing_supervision_loss = torch.stack(supervised).mean()
             else:
                 balance = lm_loss.new_zeros(())
+            result.routing_prototype_loss = self.prototype_routing_loss()
             result.lm_loss = lm_loss
             result.balance_loss = balance
             result.loss = lm_loss + self.dylora_config.balance_coefficient * balance.to(lm_loss.dtype)
             if result.routing_supervision_loss is not None and self.routing_supervision:
                 result.loss = result.loss + self.routing_supervision * result.routing_supervision_loss.to(lm_loss.dtype)
+            if result.routing_prototype_loss is not None and self.prototype_routing:
+                result.loss = result.loss + self.prototype_routing * result.routing_prototype_loss.to(lm_loss.dtype)
             return result
         finally:
             # collect_stats / targets stay as this forward set them: activation checkpointing recomputes the

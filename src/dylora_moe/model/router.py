@@ -30,8 +30,10 @@ class RoutingContext:
     collect_stats: bool = False
     token_mask: torch.Tensor | None = None  # (batch, seq) 1 for real tokens, 0 for padding
     targets: torch.Tensor | None = None  # (batch,) the expert each sequence should route to, -1 for none
+    target_mask: torch.Tensor | None = None  # (batch, seq) tokens the supervision covers (None: all real tokens)
     target_weights: torch.Tensor | None = None  # (E,) weight of each target expert's tokens (None: per batch)
     detach_weights: bool = False  # the LM loss does not train the gates (supervised routing learns from labels)
+    capture: dict | None = None  # when a dict: each router appends its gate inputs under its own key (prototypes)
     context_routing: bool = False  # gates read the causal running mean of their inputs (router_input="context")
     continue_context: bool = False  # this forward continues the previous one's sequences (cached generation)
     stats: list["RouterStats"] = field(default_factory=list)
@@ -77,6 +79,8 @@ class Router(nn.Module):
             return weights
         ctx = self.context
         gate_input = self._running_mean(x) if ctx.context_routing and x.dim() == 3 else x
+        if ctx.capture is not None:
+            ctx.capture.setdefault(id(self), []).append(gate_input.detach())
         logits = F.linear(gate_input.to(self.weight.dtype), self.weight) / ctx.temperature
         probs = torch.softmax(logits.float(), dim=-1)
         if ctx.sparse:
@@ -135,8 +139,11 @@ class Router(nn.Module):
         usage = ((flat_weights.detach() * mask).sum(0) / count).float()
         token_entropy = -(flat_probs.detach() * flat_probs.detach().clamp_min(1e-12).log()).sum(-1, keepdim=True)
         entropy = (token_entropy * mask).sum() / count
+        supervised = mask
+        if ctx.target_mask is not None and ctx.target_mask.numel() == flat_probs.shape[0]:
+            supervised = mask * ctx.target_mask.reshape(-1, 1).to(flat_probs.dtype)
         return RouterStats(balance_loss=balance, usage=usage, entropy=entropy,
-                           supervision_loss=self._supervision(flat_probs, mask, ctx))
+                           supervision_loss=self._supervision(flat_probs, supervised, ctx))
 
     @staticmethod
     def _supervision(flat_probs: torch.Tensor, mask: torch.Tensor, ctx: RoutingContext) -> torch.Tensor | None:
@@ -162,6 +169,13 @@ class Router(nn.Module):
         if not bool(present.any()):
             return nll.sum() * 0.0
         return (nll[present] / count[present]).mean()
+
+    def prototype_loss(self, prototypes: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
+        """Cross entropy of this gate's softmax at stored gate inputs of earlier skills (`prototypes` (N, d))
+        toward their experts: keeps earlier skills' contexts routed to their experts while a new skill trains
+        the gates, without replaying their data."""
+        logits = F.linear(prototypes.to(self.weight.device, self.weight.dtype), self.weight) / self.context.temperature
+        return F.cross_entropy(logits.float(), experts.to(self.weight.device).long())
 
     def add_experts(self, count: int, init_std: float) -> None:
         """Grow by `count` outputs; existing rows are kept bit for bit."""

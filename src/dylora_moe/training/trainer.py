@@ -47,6 +47,7 @@ class MoEStatsAccumulator:
             "routing_entropy": outputs.routing_entropy,
             "expert_usage": outputs.expert_usage,
             "routing_supervision_loss": getattr(outputs, "routing_supervision_loss", None),
+            "routing_prototype_loss": getattr(outputs, "routing_prototype_loss", None),
         }
         for key, value in values.items():
             if value is None:
@@ -116,11 +117,12 @@ class DyLoRATrainer(Trainer):
             loss = lm_loss * scale + coefficient * balance / self.current_gradient_accumulation_steps
         else:
             loss = lm_loss * scale + coefficient * balance
-        supervision = getattr(outputs, "routing_supervision_loss", None)
-        weight = getattr(self.moe_model, "routing_supervision", 0.0)
-        if supervision is not None and weight:  # skill-supervised routing (continual mode), like the balance term
-            steps = self.current_gradient_accumulation_steps if model.training and num_items_in_batch is not None else 1
-            loss = loss + weight * supervision / steps
+        steps = self.current_gradient_accumulation_steps if model.training and num_items_in_batch is not None else 1
+        for name, weight_name in (("routing_supervision_loss", "routing_supervision"),
+                                  ("routing_prototype_loss", "prototype_routing")):
+            term, weight = getattr(outputs, name, None), getattr(self.moe_model, weight_name, 0.0)
+            if term is not None and weight:  # continual mode's routing terms, scaled like the balance term
+                loss = loss + weight * term / steps
         (self.train_stats if model.training else self.eval_stats).add(outputs)
         return (loss, outputs) if return_outputs else loss
 
