@@ -18,16 +18,17 @@ from dylora_moe.errors import UserError
 from transformers import TrainerCallback
 
 
-def test_supervision_loss_is_the_routers_cross_entropy_over_real_tokens():
+def test_supervision_loss_is_the_routers_cross_entropy_over_answer_tokens():
     model = micro_moe(num_experts=3, r=4)
     inputs = batch(bsz=3)
+    inputs["labels"][:, :4] = -100  # a prompt: routed, but not supervised
     targets = torch.tensor([2, 0, -1])  # the third sequence has no target
     captured = []
     hooks = [r.register_forward_hook(lambda m, i, o: captured.append(o.detach())) for r in model.routers.values()]
     out = model(**inputs, expert_ids=targets)
     for h in hooks:
         h.remove()
-    mask = inputs["attention_mask"].bool()
+    mask = inputs["attention_mask"].bool() & (inputs["labels"] != -100)
     expected = []
     for probs in captured:  # dense routing: the router's output is its softmax; class-balanced mean
         logp = probs.clamp_min(1e-12).log()

@@ -4,6 +4,7 @@ skill events, the library in checkpoints, and resumption in the middle of a sequ
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -85,6 +86,12 @@ def test_skill_events_and_library_in_checkpoints(novel_run):
     library = SkillLibrary.load(result.state.last_checkpoint)
     assert library.names == ["stdlib:text", "stdlib:math"] and library.experts == [0, 1]
     assert library.reference is not None and library.embeddings[0].shape == library.reference.shape
+    assert json.loads((Path(result.state.last_checkpoint) / "dylora_config.json").read_text())["router_input"] == "context"
+    # the first skill's routing prototypes (recorded when it finished) travel with the second skill's checkpoints
+    assert list(library.prototypes) == ["stdlib:text"]
+    gates = adapter_weights(result.state.last_checkpoint)
+    for key, inputs in library.prototypes["stdlib:text"].items():
+        assert inputs.shape[0] >= 8 and inputs.shape[1] == gates[f"routers.{key}.weight"].shape[1]
     manifest = (Path(result.state.last_checkpoint) / "manifest.json").read_text()
     assert "skill_library.safetensors" in manifest and "optimizer_params.json" in manifest
 
