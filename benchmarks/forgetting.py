@@ -1,8 +1,10 @@
 """Forgetting after learning skill A then skill B: DyLoRA-MoE (new expert for B, A's expert frozen) against a
 single LoRA (one expert, fine-tuned on A then on B), same base, data, steps and learning rates.
 
-Prints, for both, the eval loss on A after A, on A after B (the rise is the forgetting) and on B after B.
-Defaults run in a few minutes on 2 CPU cores on the embedded tiny base:
+Prints, for both, the eval loss on A after A, on A after B (the rise is the forgetting) and on B after B, and
+where each skill's held-out tokens are routed. The DyLoRA arm runs with continual mode's defaults (context
+routing, skill-supervised routing, routing prototypes); flags switch each off for ablations. Defaults run in
+about a minute on 2 CPU cores on the embedded tiny base:
 
     python benchmarks/forgetting.py --output_dir /tmp/forgetting
 """

@@ -92,3 +92,24 @@ def test_checkpoint_router_input_mismatch_is_one_line(tmp_path):
 def test_unknown_router_input_is_refused():
     with pytest.raises(UserError, match="router_input must be 'token' or 'context', got 'sequence'"):
         micro_moe(router_input="sequence")
+
+
+def test_beam_search_is_refused_with_context_routing():
+    model = micro_moe(num_experts=2, router_input="context").eval()
+    with pytest.raises(UserError, match="beam search reorders sequences .* generate with num_beams=1"):
+        model.generate(input_ids=batch(bsz=1, seq=4)["input_ids"], num_beams=2, max_new_tokens=2, pad_token_id=0)
+
+
+def test_left_padded_batch_generation_routes_each_prompt_as_alone():
+    """Padding never enters the running means: a short prompt left-padded in a batch gets the same per-step
+    scores as when generated alone."""
+    model = _strong_gates(micro_moe(num_experts=3, router_input="context")).eval()
+    long, short = batch(bsz=1, seq=8, seed=1)["input_ids"], batch(bsz=1, seq=5, seed=2)["input_ids"]
+    ids = torch.cat([long, torch.cat([torch.zeros(1, 3, dtype=torch.long), short], dim=1)])
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0
+    kw = dict(max_new_tokens=6, do_sample=False, pad_token_id=0, eos_token_id=None, output_scores=True,
+              return_dict_in_generate=True, use_cache=True)
+    together = model.generate(input_ids=ids, attention_mask=mask, **kw)
+    alone = model.generate(input_ids=short, attention_mask=torch.ones_like(short), **kw)
+    assert torch.allclose(torch.stack(together.scores)[:, 1], torch.stack(alone.scores)[:, 0], atol=1e-4)

@@ -236,6 +236,11 @@ class DyLoRAMoEModel(nn.Module):
     @torch.no_grad()
     def generate(self, *args, **kwargs):
         """The base model's `generate`; routing happens inside each adapted projection, token by token."""
+        config = kwargs.get("generation_config")
+        beams = kwargs.get("num_beams", getattr(config, "num_beams", 1) if config is not None else 1) or 1
+        if self.routing.context_routing and beams > 1:
+            raise UserError("beam search reorders sequences in the KV cache, which context routing's running sums "
+                            "cannot follow; generate with num_beams=1 (greedy or sampling)")
         self.routing.collect_stats = False
         try:
             return self.base_model.generate(*args, **kwargs)

@@ -113,8 +113,7 @@ class Router(nn.Module):
         state = self._context_state
         if ctx.continue_context and state is not None:
             if state[0].shape[0] != batch:
-                raise RuntimeError("context routing: the batch changed in the middle of cached generation "
-                                   "(beam search reorders sequences); use greedy or sampling")
+                raise RuntimeError("context routing: the batch changed in the middle of cached generation")
             sums = sums + state[0].unsqueeze(1)
             counts = counts + state[1].unsqueeze(1)
         self._context_state = (sums[:, -1].detach(), counts[:, -1].detach())
