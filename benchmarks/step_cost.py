@@ -29,8 +29,9 @@ def make_base(args) -> LlamaForCausalLM:
     return LlamaForCausalLM(cfg)
 
 
-def ours(args, sparse: bool):
-    model = DyLoRAMoEModel(make_base(args), DyLoRAConfig(num_experts=4, lora_r=16, lora_alpha=32, lora_dropout=0.0))
+def ours(args, sparse: bool, router_input: str = "token"):
+    config = DyLoRAConfig(num_experts=4, lora_r=16, lora_alpha=32, lora_dropout=0.0, router_input=router_input)
+    model = DyLoRAMoEModel(make_base(args), config)
     model.set_maturity([sparse] * 4)
     return model
 
@@ -96,6 +97,7 @@ def main() -> None:
     variants = {
         "ours dense (E=4, r=16)": ours(args, sparse=False),
         "ours sparse top-1 (E=4, r=16)": ours(args, sparse=True),
+        "ours dense, context routing": ours(args, sparse=False, router_input="context"),
         "PEFT LoRA (r=16)": peft_lora(args),
         "two-pass (upstream design)": TwoPass(args),
     }
