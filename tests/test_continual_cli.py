@@ -18,6 +18,18 @@ def test_flags_reach_the_continual_config():
     assert (c.skills, c.novelty_threshold, c.seed_steps, c.seed_learning_rate, c.freeze_experts, c.reference) == (
         "stdlib:text,mbpp", 0.5, 3, 0.01, False, "none")
     assert build_parser().parse_args(["train"]).mode == "joint"
+    defaults = continual_config_from_args(build_parser().parse_args(["train", "--mode", "continual"]))
+    assert (defaults.routing_supervision, defaults.prototype_routing) == (1.0, 1.0)
+    off = continual_config_from_args(build_parser().parse_args(
+        ["train", "--mode", "continual", "--prototype-routing", "0", "--routing_supervision", "0.5"]))
+    assert (off.routing_supervision, off.prototype_routing) == (0.5, 0.0)
+
+
+def test_router_input_flag_is_checked_in_one_line(capsys, tmp_path):
+    code = main(["train", "--router_input", "sequence", "--output_dir", str(tmp_path), "--report_to", "none"])
+    assert code != 0
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: --router_input must be 'token' or 'context', got 'sequence'")
 
 
 def test_missing_skills_is_one_error_line(capsys, tmp_path):

@@ -66,6 +66,7 @@ def test_freeze_other_experts():
     (dict(skills=" , "), "--mode continual needs --skills, e.g. --skills stdlib:text,stdlib:math"),
     (dict(novelty_threshold=1.5), "--novelty_threshold is a cosine similarity in [-1, 1], got 1.5"),
     (dict(seed_steps=-1), "--seed_steps must be 0 or more, got -1"),
+    (dict(prototype_routing=-0.5), "--prototype_routing is a loss weight, 0 or more, got -0.5"),
 ])
 def test_config_errors(overrides, message):
     with pytest.raises(UserError) as info:
