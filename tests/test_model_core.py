@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
@@ -199,3 +201,17 @@ def test_gemma_and_qwen2_train_a_step(kind):
     model(**batch()).loss.backward()
     opt.step()
     assert all(not torch.equal(before[n], p) for n, p in model.named_parameters() if p.requires_grad)
+
+
+def test_adapter_refuses_a_base_with_other_weights_under_the_same_name(tmp_path):
+    """The name is not the weights (the tiny base is rebuilt per Python version): a changed base is one line;
+    the same base loaded in bf16 is accepted."""
+    save_adapter(micro_moe(num_experts=2), tmp_path)
+    same_bf16 = micro_moe(num_experts=2, base=micro_llama(0).to(torch.bfloat16))
+    load_adapter(same_bf16, tmp_path)
+    other = micro_moe(num_experts=2, base=micro_llama(seed=7))
+    with pytest.raises(UserError, match=r"was trained on other weights than the base 'micro-llama' loaded here .*"
+                                        r"load the base it was trained on$"):
+        load_adapter(other, tmp_path)
+    saved = json.loads((tmp_path / "dylora_config.json").read_text())
+    assert set(saved["base_fingerprint"]) == {"shapes", "values", "norms"} and len(saved["base_fingerprint"]["values"]) == 8

@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from dylora_moe.errors import UserError
+from dylora_moe.model.base_fingerprint import same_base
 from dylora_moe.model.config import DyLoRAConfig
 from dylora_moe.model.moe_model import DyLoRAMoEModel
 
@@ -77,6 +78,14 @@ def load_adapter(model: DyLoRAMoEModel, directory: str | Path, check_base: bool 
     if not check_base:
         saved.base_model = ""
     check_compatible(saved, current, str(directory))
+    actual = model.current_base_fingerprint() if check_base and saved.base_fingerprint else {}
+    if actual and not same_base(saved.base_fingerprint, actual):
+        raise UserError(
+            f"checkpoint {directory} was trained on other weights than the base {current.base_model!r} loaded here "
+            f"(fingerprints {saved.base_fingerprint.get('values', [])[:2]}... vs "
+            f"{actual.get('values', [])[:2]}...): the same name, different weights (the embedded "
+            "tiny base is rebuilt per Python version; a hub id can change revision); load the base it was trained on"
+        )
     state = load_file(str(directory / ADAPTER_WEIGHTS_NAME))
     expected = adapter_state_dict(model)
     missing = sorted(set(expected) - set(state))

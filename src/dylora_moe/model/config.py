@@ -32,6 +32,7 @@ class DyLoRAConfig:
     init_gate_std: float = 0.02
     base_model: str = ""
     base_model_revision: str | None = None
+    base_fingerprint: dict = field(default_factory=dict)  # of the weights it was trained on (base_fingerprint.py)
     model_type: str = ""
     format_version: int = 1
     extra: dict = field(default_factory=dict)

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from transformers.utils import ModelOutput
 
 from dylora_moe.errors import UserError
+from dylora_moe.model.base_fingerprint import base_fingerprint
 from dylora_moe.model.config import DyLoRAConfig
 from dylora_moe.model.layer import MoELoRALinear
 from dylora_moe.model.router import Router, RoutingContext
@@ -75,6 +76,8 @@ class DyLoRAMoEModel(nn.Module):
             config.target_modules = default_targets(model_type)
         self.dylora_config = config
         self.base_model = base_model
+        # the weights the adapters are trained on (kept when the config comes from a checkpoint; checked on load)
+        config.base_fingerprint = config.base_fingerprint or base_fingerprint(base_model)
         self.label_smoothing = 0.0
         self.routing_supervision = 0.0  # weight of the skill-supervised routing loss (continual mode sets it)
         self.prototype_routing = 0.0  # weight of the routing-prototype loss (continual mode sets it)
@@ -118,6 +121,10 @@ class DyLoRAMoEModel(nn.Module):
             parent_name, _, leaf = name.rpartition(".")
             parent = self.base_model.get_submodule(parent_name) if parent_name else self.base_model
             setattr(parent, leaf, adapted)
+
+    def current_base_fingerprint(self) -> dict:
+        """The fingerprint of the base weights as they are now (see base_fingerprint.py)."""
+        return base_fingerprint(self.base_model)
 
     def adapted_layers(self) -> list[tuple[str, MoELoRALinear]]:
         return [(n, m) for n, m in self.base_model.named_modules() if isinstance(m, MoELoRALinear)]
