@@ -61,3 +61,51 @@ def test_unknown_alias_is_one_line_error(store_dir, capsys):
     assert capsys.readouterr().err == (
         f"error: version or alias 'nope' not found in {store_dir}; existing versions: v0 (best), v1 (latest, step-20)\n"
     )
+
+
+def test_a_network_failure_anywhere_in_a_command_is_one_line(monkeypatch, capsys):
+    """A connection error raised deep inside a store library (here wrapped in an OSError, as fsspec does) is
+    reported as one line naming the underlying error, exit 2, no traceback."""
+    import aiohttp
+
+    def unreachable(args):
+        try:
+            raise aiohttp.ClientConnectionError("Cannot connect to host 127.0.0.1:9")
+        except aiohttp.ClientError as exc:
+            raise OSError("request failed") from exc
+
+    monkeypatch.setattr("dylora_moe.cli.build_parser", lambda: _FixedParser({"func": unreachable}))
+    assert main(["checkpoints", "list", "gs://bucket/run"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == ("error: could not reach a remote store or service: ClientConnectionError: Cannot connect "
+                           "to host 127.0.0.1:9; check the URI, the network and the credentials")
+
+
+class _FixedParser:
+    def __init__(self, values):
+        self.values = values
+
+    def parse_args(self, argv):
+        import argparse
+
+        return argparse.Namespace(**self.values)
+
+
+@pytest.mark.slow
+def test_unreachable_gcs_endpoint_is_one_line_without_traceback(tmp_path):
+    """Real gcsfs against a closed loopback port: after gcsfs's own retries (~35 s), one line, exit 2."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}", "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
+    proc = subprocess.run([sys.executable, "-m", "dylora_moe", "checkpoints", "list", "gs://bucket/run"], env=env,
+                          capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        f"error: could not reach a remote store or service: ClientConnectorError: Cannot connect to host 127.0.0.1:{port}")

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
-from dylora_moe.errors import UserError
+from dylora_moe.errors import UserError, network_error
 
 # subcommand -> module that defines add_parser(subparsers)
 SUBCOMMAND_MODULES = {
@@ -44,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    # gcsfs logs every exhausted retry with a full traceback; the one-line error below says the same
+    logging.getLogger("gcsfs").setLevel(logging.CRITICAL)
     try:
         return int(args.func(args) or 0)
     except UserError as exc:
@@ -52,6 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        cause = network_error(exc)
+        if cause is None:
+            raise
+        detail = str(cause).splitlines()[0] if str(cause) else ""
+        print(f"error: could not reach a remote store or service: {type(cause).__name__}: {detail}; check the URI, "
+              "the network and the credentials", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -14,3 +14,23 @@ class UserError(Exception):
         super().__init__(message)
         if exit_code is not None:
             self.exit_code = exit_code
+
+
+def network_error(exc: BaseException) -> BaseException | None:
+    """The connection / credential failure behind `exc` (itself or a cause in its chain), if there is one: a
+    remote store that cannot be reached is a user-fixable condition, reported in one line by the CLI."""
+    kinds: list[type] = [ConnectionError, TimeoutError]
+    for module, names in (("aiohttp", ("ClientError",)), ("google.auth.exceptions", ("GoogleAuthError",)),
+                          ("google.api_core.exceptions", ("GoogleAPIError",)),
+                          ("botocore.exceptions", ("EndpointConnectionError", "NoCredentialsError", "ClientError"))):
+        try:
+            imported = __import__(module, fromlist=list(names))
+        except ImportError:
+            continue
+        kinds += [getattr(imported, name) for name in names if hasattr(imported, name)]
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, tuple(kinds)):
+            return exc
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
