@@ -178,3 +178,16 @@ def test_dataconfig_defaults():
         "datasets": "stdlib", "max_seq_length": 256, "training_subset": 100.0, "eval_subset": 100.0,
         "eval_fraction": 0.05, "seed": 42, "train_on_prompt": False, "use_chat_template": False,
         "drop_truncated": False, "mixing": "concat", "mix_weights": None, "max_examples_per_dataset": None}
+
+
+def test_a_datasets_held_out_rows_do_not_depend_on_mixing_or_other_datasets(tok, files):
+    """Each dataset is split by its own seeded stream: the same eval rows with concat or interleave, and when
+    another dataset is added (a resumed run with a new dataset never trains on earlier eval rows)."""
+    alone = build_datasets(_cfg(files, datasets=f"mbpp={files['mbpp']}"), tok)
+    concat = build_datasets(_cfg(files), tok)
+    interleaved = build_datasets(_cfg(files, mixing="interleave"), tok)
+    mbpp_eval = set(_rows(alone.eval))
+    assert len(mbpp_eval) == 15
+    assert mbpp_eval <= set(_rows(concat.eval)) and mbpp_eval <= set(_rows(interleaved.eval))
+    assert set(_rows(concat.eval)) == set(_rows(interleaved.eval))
+    assert not mbpp_eval & set(_rows(concat.train))

@@ -125,17 +125,20 @@ def _examples(src: LoadedSource) -> tuple[list[Example], int]:
 
 
 def _split_and_mix(cfg: DataConfig, names: list[str], per_source: dict[str, list[Example]]):
-    if cfg.mixing == "concat":
-        pool = [e for name in names for e in per_source[name]]
-        return shuffled_split(pool, cfg.eval_fraction, rng_for(cfg.seed, "split"))
-    weights = parse_weights(cfg.mix_weights, names)
+    """Each dataset is split on its own, by a random stream seeded with its name: a dataset keeps the same held-out
+    rows whatever the mixing and whichever other datasets are listed (adding a dataset to a resumed run never
+    moves earlier eval rows into training). Then concat pools the training parts, interleave mixes them."""
     train_parts: dict[str, list[Example]] = {}
     eval_pool: list[Example] = []
     for name in names:
         train_parts[name], held = shuffled_split(per_source[name], cfg.eval_fraction, rng_for(cfg.seed, "split", name))
         eval_pool.extend(held)
     rng_for(cfg.seed, "eval_order").shuffle(eval_pool)
-    return interleave(train_parts, weights, rng_for(cfg.seed, "interleave")), eval_pool
+    if cfg.mixing == "concat":
+        pool = [e for name in names for e in train_parts[name]]
+        rng_for(cfg.seed, "concat_order").shuffle(pool)
+        return pool, eval_pool
+    return interleave(train_parts, parse_weights(cfg.mix_weights, names), rng_for(cfg.seed, "interleave")), eval_pool
 
 
 def _encode(cfg: DataConfig, tokenizer, examples: list[Example], chat: bool) -> tuple[datasets.Dataset, dict, str, list[str]]:
