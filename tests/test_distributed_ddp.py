@@ -4,7 +4,7 @@ What is compared and why the tolerances are tight: 1 process with batch 4 x grad
 with batch 4 x grad-accum 1. HF/accelerate shard the *same* seeded permutation batch-wise (process p gets
 batches p, p+2, ...), so optimizer step k of both runs consumes the same 8 samples; the LM loss is normalised
 by the token count of the whole global batch in both; dropout is 0 (each process has its own RNG stream, so
-dropout masks could never match). The data sizes (64 train / 8 eval) leave no short or padded batch. What
+dropout masks could never match). The data sizes (64 train / 16 eval) leave no short or padded batch. What
 remains is float summation order (gloo all-reduce vs in-process accumulation): measured 0.0 for the training
 loss and the weights, 5e-6 for eval_loss.
 """
