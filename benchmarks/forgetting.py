@@ -29,6 +29,7 @@ def _args() -> argparse.Namespace:
     p.add_argument("--model_name", default="tiny")
     p.add_argument("--skill_a", default="stdlib:math")
     p.add_argument("--skill_b", default=f"code_alpaca={SHARED / 'code_alpaca_2k.json'}")
+    p.add_argument("--skill_c", default=None, help="optional third skill, learned after B (forgetting of A and B after C)")
     p.add_argument("--steps", type=int, default=20, help="consolidation steps per skill")
     p.add_argument("--seed_steps", type=int, default=0)
     p.add_argument("--learning_rate", type=float, default=5e-3)
@@ -63,7 +64,7 @@ def _configs(a: argparse.Namespace, out: Path):
                       lr_scheduler_type="constant", warmup_ratio=0.0, lora_r=a.lora_r, lora_alpha=2.0 * a.lora_r,
                       lora_dropout=0.0, router_input=a.router_input, train_batch_size=a.batch, eval_batch_size=16, save_steps=a.steps,
                       eval_steps=a.steps, logging_steps=max(a.steps // 4, 1), report_to="none", data=data)
-    ccfg = ContinualConfig(skills=f"{a.skill_a},{a.skill_b}", seed_steps=a.seed_steps, embedding_samples=32,
+    ccfg = ContinualConfig(skills=",".join(s for s in (a.skill_a, a.skill_b, a.skill_c) if s), seed_steps=a.seed_steps, embedding_samples=32,
                            replay=a.replay, routing_supervision=a.routing_supervision,
                            prototype_routing=a.prototype_routing,
                            new_expert_init=a.new_expert_init)
@@ -75,15 +76,19 @@ def _losses(checkpoints: dict[str, str], evals: dict[str, object]) -> dict[str, 
     from dylora_moe.model.loading import load_model_for_inference
 
     figures = {}
+    order = list(evals)  # skills in the order they are learned: a, b[, c]
     for when, checkpoint in checkpoints.items():
         model, tokenizer = load_model_for_inference(checkpoint, log=lambda m: None)
         for skill, dataset in evals.items():
-            if when == "after_a" and skill == "b":
-                continue
+            if order.index(skill) > order.index(when.removeprefix("after_")):
+                continue  # not learned yet
             metrics = eval_metrics(model, dataset, tokenizer.pad_token_id, batch_size=16)
             figures[f"loss_{skill}_{when}"] = metrics["loss"]
             figures[f"usage_{skill}_{when}"] = metrics["usage"]
     figures["forgetting_a"] = figures["loss_a_after_b"] - figures["loss_a_after_a"]
+    if "after_c" in checkpoints:
+        figures["forgetting_a_after_c"] = figures["loss_a_after_c"] - figures["loss_a_after_a"]
+        figures["forgetting_b_after_c"] = figures["loss_b_after_c"] - figures["loss_b_after_b"]
     return figures
 
 
@@ -109,9 +114,10 @@ def main() -> int:
         run = train_continual(cfg, ccfg, log=quiet)
         _, tokenizer = load_base_model(a.model_name, log=lambda m: None)
         alone = ContinualConfig(skills=ccfg.skills)  # each skill's own held-out split, as in training
+        keys = ("a", "b", "c")[: len(alone.skill_specs())]
         evals = {key: build_datasets(phase_data(cfg, alone, i, alone.skill_specs()), tokenizer).eval
-                 for i, key in enumerate(("a", "b"))}
-        figures = _losses({"after_a": run.state.records[0].checkpoint, "after_b": run.state.last_checkpoint}, evals)
+                 for i, key in enumerate(keys)}
+        figures = _losses({f"after_{key}": record.checkpoint for key, record in zip(keys, run.state.records)}, evals)
         figures["experts"] = run.state.num_experts
         figures["seconds"] = round(time.monotonic() - started, 1)
         results[name] = figures
@@ -123,6 +129,14 @@ def main() -> int:
     for name, f in results.items():
         print(f"{name:12} {f['experts']:>7} {f['loss_a_after_a']:>10.4f} {f['loss_a_after_b']:>10.4f} "
               f"{f['forgetting_a']:>+10.4f} {f['loss_b_after_b']:>10.4f}   {f['usage_a_after_b']} / {f['usage_b_after_b']}")
+    if a.skill_c:
+        print(f"\nthen C = {a.skill_c.split('=')[0]}:")
+        print(f"{'':12} {'A after C':>10} {'forgot A':>9} {'B after C':>10} {'forgot B':>9} {'C after C':>10}   "
+              "expert usage on A / on B after C")
+        for name, f in results.items():
+            print(f"{name:12} {f['loss_a_after_c']:>10.4f} {f['forgetting_a_after_c']:>+9.4f} {f['loss_b_after_c']:>10.4f} "
+                  f"{f['forgetting_b_after_c']:>+9.4f} {f['loss_c_after_c']:>10.4f}   {f['usage_a_after_c']} / "
+                  f"{f['usage_b_after_c']}")
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=2))
     return 0
