@@ -46,8 +46,8 @@ def _args() -> argparse.Namespace:
                    help="weight of the routing-prototype loss (continual mode's default 1; 0 = off)")
     p.add_argument("--new_expert_init", default="nearest", choices=("nearest", "fresh"),
                    help="the new expert for B starts as a copy of A's expert (nearest) or from scratch (fresh)")
-    p.add_argument("--router_input", default="context", choices=("token", "context"),
-                   help="what the DyLoRA gates read (continual mode's default: context)")
+    p.add_argument("--router_input", default="sequence", choices=("token", "context", "sequence"),
+                   help="what the DyLoRA gates read (continual mode's default: sequence)")
     p.add_argument("--arms", default="dylora,single_lora", help="which runs (comma-separated)")
     p.add_argument("--output_dir", default="outputs/forgetting")
     p.add_argument("--json", default=None, help="also write the figures here")

@@ -1,4 +1,4 @@
-"""router_input="context": gates read the causal running mean of the sequence (see model/router.py)."""
+"""router_input="context" / "sequence": gates read a causal running mean of the sequence (see model/router.py)."""
 
 import pytest
 import torch
@@ -21,8 +21,12 @@ def _routing_weights(model, ids, mask=None):
     return seen[0]
 
 
-def test_context_routing_is_causal_and_differs_from_token_routing():
-    ctx = micro_moe(num_experts=3, router_input="context").eval()
+MODES = ["context", "sequence"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_context_routing_is_causal_and_differs_from_token_routing(mode):
+    ctx = micro_moe(num_experts=3, router_input=mode).eval()
     tok = micro_moe(num_experts=3, router_input="token").eval()
     ids = batch(bsz=1, seq=10)["input_ids"]
     changed = ids.clone()
@@ -33,8 +37,9 @@ def test_context_routing_is_causal_and_differs_from_token_routing():
     assert not torch.allclose(before, _routing_weights(tok, ids))
 
 
-def test_context_routing_ignores_left_padding():
-    model = micro_moe(num_experts=3, router_input="context").eval()
+@pytest.mark.parametrize("mode", MODES)
+def test_context_routing_ignores_left_padding(mode):
+    model = micro_moe(num_experts=3, router_input=mode).eval()
     ids = batch(bsz=1, seq=8)["input_ids"]
     padded = torch.cat([torch.zeros(1, 3, dtype=torch.long), ids], dim=1)
     mask = torch.cat([torch.zeros(1, 3, dtype=torch.long), torch.ones_like(ids)], dim=1)
@@ -52,11 +57,12 @@ def _strong_gates(model):
     return model
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("mature", [False, True])
-def test_cached_generation_scores_equal_uncached(mature):
+def test_cached_generation_scores_equal_uncached(mature, mode):
     """generate() with a KV cache carries each router's running sum; without a cache it recomputes the whole
     sequence: the per-step logits agree (and differ from a cache that forgot the context)."""
-    model = _strong_gates(micro_moe(num_experts=3, router_input="context"))
+    model = _strong_gates(micro_moe(num_experts=3, router_input=mode))
     model.set_maturity([mature] * 3)
     model.eval()
     prompt = batch(bsz=1, seq=6)["input_ids"]
@@ -69,9 +75,10 @@ def test_cached_generation_scores_equal_uncached(mature):
     assert torch.allclose(torch.stack(with_cache.scores), torch.stack(without.scores), atol=1e-4)
 
 
-def test_cached_logits_equal_full_forward_logits():
+@pytest.mark.parametrize("mode", MODES)
+def test_cached_logits_equal_full_forward_logits(mode):
     """Step-by-step decoding with a KV cache gives the full forward's logits at every position."""
-    model = _strong_gates(micro_moe(num_experts=3, router_input="context")).eval()
+    model = _strong_gates(micro_moe(num_experts=3, router_input=mode)).eval()
     ids = batch(bsz=2, seq=9)["input_ids"]
     full = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
     out = model.base_model(input_ids=ids[:, :5], use_cache=True)
@@ -90,8 +97,30 @@ def test_checkpoint_router_input_mismatch_is_one_line(tmp_path):
 
 
 def test_unknown_router_input_is_refused():
-    with pytest.raises(UserError, match="router_input must be 'token' or 'context', got 'sequence'"):
-        micro_moe(router_input="sequence")
+    with pytest.raises(UserError, match="router_input must be one of token, context, sequence, got 'topic'"):
+        micro_moe(router_input="topic")
+
+
+def test_sequence_mode_gives_every_gate_the_first_gates_running_mean():
+    model = micro_moe(num_experts=2, router_input="sequence").eval()
+    model.routing.capture = {}
+    ids = batch(bsz=2, seq=7)["input_ids"]
+    model(input_ids=ids, attention_mask=torch.ones_like(ids))
+    inputs = [v[0] for v in model.routing.capture.values()]
+    model.routing.capture = None
+    assert len(inputs) == len(model.routers) > 1
+    assert all(x.data_ptr() == inputs[0].data_ptr() for x in inputs)  # computed once per forward, by the first gate
+    own = micro_moe(num_experts=2, router_input="context").eval()
+    own.routing.capture = {}
+    own(input_ids=ids, attention_mask=torch.ones_like(ids))
+    first = next(iter(own.routing.capture.values()))[0]
+    assert torch.allclose(first, inputs[0])  # the first gate's own running mean
+
+
+def test_sequence_mode_refuses_targets_of_different_widths():
+    with pytest.raises(UserError, match=r"router_input=sequence shares one context across all gates, but the target "
+                                        r"modules \['q_proj', 'down_proj'\] read inputs of widths \[64, 128\]"):
+        micro_moe(router_input="sequence", target_modules=["q_proj", "down_proj"])
 
 
 def test_beam_search_is_refused_with_context_routing():
@@ -100,10 +129,11 @@ def test_beam_search_is_refused_with_context_routing():
         model.generate(input_ids=batch(bsz=1, seq=4)["input_ids"], num_beams=2, max_new_tokens=2, pad_token_id=0)
 
 
-def test_left_padded_batch_generation_routes_each_prompt_as_alone():
+@pytest.mark.parametrize("mode", MODES)
+def test_left_padded_batch_generation_routes_each_prompt_as_alone(mode):
     """Padding never enters the running means: a short prompt left-padded in a batch gets the same per-step
     scores as when generated alone."""
-    model = _strong_gates(micro_moe(num_experts=3, router_input="context")).eval()
+    model = _strong_gates(micro_moe(num_experts=3, router_input=mode)).eval()
     long, short = batch(bsz=1, seq=8, seed=1)["input_ids"], batch(bsz=1, seq=5, seed=2)["input_ids"]
     ids = torch.cat([long, torch.cat([torch.zeros(1, 3, dtype=torch.long), short], dim=1)])
     mask = torch.ones_like(ids)

@@ -26,10 +26,10 @@ def test_flags_reach_the_continual_config():
 
 
 def test_router_input_flag_is_checked_in_one_line(capsys, tmp_path):
-    code = main(["train", "--router_input", "sequence", "--output_dir", str(tmp_path), "--report_to", "none"])
+    code = main(["train", "--router_input", "topic", "--output_dir", str(tmp_path), "--report_to", "none"])
     assert code != 0
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        "error: --router_input must be 'token' or 'context', got 'sequence'")
+        "error: --router_input must be token, context or sequence, got 'topic'")
 
 
 def test_missing_skills_is_one_error_line(capsys, tmp_path):

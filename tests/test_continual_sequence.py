@@ -86,7 +86,7 @@ def test_skill_events_and_library_in_checkpoints(novel_run):
     library = SkillLibrary.load(result.state.last_checkpoint)
     assert library.names == ["stdlib:text", "stdlib:math"] and library.experts == [0, 1]
     assert library.reference is not None and library.embeddings[0].shape == library.reference.shape
-    assert json.loads((Path(result.state.last_checkpoint) / "dylora_config.json").read_text())["router_input"] == "context"
+    assert json.loads((Path(result.state.last_checkpoint) / "dylora_config.json").read_text())["router_input"] == "sequence"
     # the first skill's routing prototypes (recorded when it finished) travel with the second skill's checkpoints
     assert list(library.prototypes) == ["stdlib:text"]
     gates = adapter_weights(result.state.last_checkpoint)

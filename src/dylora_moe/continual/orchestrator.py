@@ -164,7 +164,7 @@ def _phase_config(cfg: TrainConfig, ccfg: ContinualConfig, state: ContinualState
         disable_early_stopping=True, load_best_model_at_end=False, mature_after_steps=-1,
         run_name=f"{cfg.run_name or 'continual'}-{directory.parent.name}-{phase}", wandb_checkpoint_artifact=None,
         checkpoint_store=None, grow_experts=0, weights_only_resume=False,
-        router_input=cfg.router_input or "context",  # skills differ by sequence, not by token (model/router.py)
+        router_input=cfg.router_input or "sequence",  # skills differ by sequence, not by token (model/router.py)
     )
     if phase == SEED:
         values.update(max_steps=ccfg.seed_steps, warmup_ratio=0.0)

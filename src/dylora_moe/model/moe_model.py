@@ -50,6 +50,9 @@ def shifted_lm_loss(
     return total, (shift_labels != -100).sum()
 
 
+ROUTER_INPUTS = ("token", "context", "sequence")
+
+
 def _past_length(kwargs: dict) -> int:
     """Tokens already in the KV cache of this forward (0 for a fresh sequence or a forward without cache)."""
     position = kwargs.get("cache_position")
@@ -84,10 +87,10 @@ class DyLoRAMoEModel(nn.Module):
         self.routing_prototypes: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # router key -> (inputs, experts)
         for param in self.base_model.parameters():
             param.requires_grad_(False)
-        if config.router_input not in ("token", "context"):
-            raise UserError(f"router_input must be 'token' or 'context', got {config.router_input!r}")
+        if config.router_input not in ROUTER_INPUTS:
+            raise UserError(f"router_input must be one of {', '.join(ROUTER_INPUTS)}, got {config.router_input!r}")
         self.routing = RoutingContext(top_k=config.top_k, temperature=config.router_temperature,
-                                      context_routing=config.router_input == "context")
+                                      router_input=config.router_input)
         self.routers = nn.ModuleDict()
         self.register_buffer("maturity", torch.zeros(config.num_experts, dtype=torch.bool))
         self._inject()
@@ -102,6 +105,13 @@ class DyLoRAMoEModel(nn.Module):
             raise UserError(
                 f"none of the target modules {cfg.target_modules} exist in this {cfg.model_type or 'model'}; "
                 "pass --target_modules with names of its Linear layers (e.g. q_proj,v_proj or c_attn)"
+            )
+        widths = sorted({linear_shape(module)[0] for _, module in targets})
+        if cfg.router_input == "sequence" and len(widths) > 1:
+            raise UserError(
+                f"router_input=sequence shares one context across all gates, but the target modules "
+                f"{cfg.target_modules} read inputs of widths {widths}; target projections that read the hidden "
+                "state (e.g. q_proj,v_proj) or use --router_input context"
             )
         for name, module in targets:
             key = gate_key(name).replace(".", "-")
@@ -188,6 +198,7 @@ class DyLoRAMoEModel(nn.Module):
         mask = kwargs.get("attention_mask")
         self.routing.token_mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
         self.routing.continue_context = _past_length(kwargs) > 0
+        self.routing.shared_context = None
         self.routing.stats = []
         return None
 
@@ -245,7 +256,7 @@ class DyLoRAMoEModel(nn.Module):
         """The base model's `generate`; routing happens inside each adapted projection, token by token."""
         config = kwargs.get("generation_config")
         beams = kwargs.get("num_beams", getattr(config, "num_beams", 1) if config is not None else 1) or 1
-        if self.routing.context_routing and beams > 1:
+        if self.routing.router_input != "token" and beams > 1:
             raise UserError("beam search reorders sequences in the KV cache, which context routing's running sums "
                             "cannot follow; generate with num_beams=1 (greedy or sampling)")
         self.routing.collect_stats = False

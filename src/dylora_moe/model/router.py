@@ -4,11 +4,13 @@ Dense (softmax with a temperature over all experts) while any expert is immature
 renormalised over the chosen k) once all are mature. The gate reads the same tensor as the projections it
 serves, so routing costs no extra forward pass; projections sharing that input reuse one routing decision.
 
-What the gate reads (`router_input`): the token's own input ("token"), or the causal running mean of the
-inputs of the sequence so far, padding excluded ("context"). Token inputs of two code skills are hard to tell
-apart (a linear probe on the tiny base: 63-74% per layer), their running means are not (99-100%), so context
-routing lets experts specialise by skill rather than by token type. It stays causal and one-pass; during cached
-generation each router carries the running sum from one step to the next.
+What the gate reads (`router_input`): the token's own input ("token"); the causal running mean of its own
+inputs over the sequence so far, padding excluded ("context"); or one such running mean shared by every gate,
+that of the first adapted projection's input, i.e. of the normed token embeddings ("sequence"). Token inputs of
+two code skills are hard to tell apart (a linear probe on the tiny base: 64-74% per layer), their running means
+much less so (80-100%), and the first layer's the least (100%), so context routing lets experts specialise by
+skill rather than by token type. It stays causal and one-pass; during cached generation the routers that
+compute a running mean carry its sum from one step to the next.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ class RoutingContext:
     target_weights: torch.Tensor | None = None  # (E,) weight of each target expert's tokens (None: per batch)
     detach_weights: bool = False  # the LM loss does not train the gates (supervised routing learns from labels)
     capture: dict | None = None  # when a dict: each router appends its gate inputs under its own key (prototypes)
-    context_routing: bool = False  # gates read the causal running mean of their inputs (router_input="context")
+    router_input: str = "token"  # token | context | sequence (see the module docstring)
+    shared_context: torch.Tensor | None = None  # "sequence": this forward's running mean, computed by the first gate
     continue_context: bool = False  # this forward continues the previous one's sequences (cached generation)
     stats: list["RouterStats"] = field(default_factory=list)
 
@@ -78,7 +81,7 @@ class Router(nn.Module):
                 self.clear_cache()
             return weights
         ctx = self.context
-        gate_input = self._running_mean(x) if ctx.context_routing and x.dim() == 3 else x
+        gate_input = self._gate_input(x)
         if ctx.capture is not None:
             ctx.capture.setdefault(id(self), []).append(gate_input.detach())
         logits = F.linear(gate_input.to(self.weight.dtype), self.weight) / ctx.temperature
@@ -97,6 +100,17 @@ class Router(nn.Module):
         if self.num_consumers > 1:
             self._cached_input, self._cached_weights, self._cache_hits = x, weights, 1
         return weights
+
+    def _gate_input(self, x: torch.Tensor) -> torch.Tensor:
+        ctx = self.context
+        if ctx.router_input == "token" or x.dim() != 3:
+            return x
+        if ctx.router_input == "sequence":
+            shared = ctx.shared_context
+            if shared is None or shared.shape[:2] != x.shape[:2]:  # the first gate of this forward computes it
+                shared = ctx.shared_context = self._running_mean(x)
+            return shared
+        return self._running_mean(x)
 
     def _running_mean(self, x: torch.Tensor) -> torch.Tensor:
         """Causal mean of x (batch, seq, d) over each sequence's real tokens up to and including each position;

@@ -23,8 +23,8 @@ class TrainConfig:
     target_modules: str | None = None  # comma-separated; default per architecture
     top_k: int = 1
     router_temperature: float = 1.0
-    router_input: str | None = None  # token | context; None: the checkpoint's when resuming, else context in
-    # --mode continual and token otherwise
+    router_input: str | None = None  # token | context | sequence; None: the checkpoint's when resuming, else
+    # sequence in --mode continual and token otherwise
     balance_coefficient: float = 0.01
     maturity_ratio: float = 0.5  # all experts become mature (sparse routing) at this share of planned steps
     mature_after_steps: int | None = None  # explicit step instead of maturity_ratio; -1 = never
@@ -80,9 +80,10 @@ class TrainConfig:
 
 
 FLAG_HELP = {
-    "router_input": "what the gates read: 'token' (each token's input) or 'context' (causal running mean of the "
-                    "sequence, so experts specialise by skill); default: the checkpoint's when resuming, 'context' "
-                    "in --mode continual, else 'token'",
+    "router_input": "what the gates read: 'token' (each token's input), 'context' (causal running mean of each "
+                    "gate's input over the sequence) or 'sequence' (one running mean of the first layer's input, "
+                    "shared by all gates), so experts specialise by skill; default: the checkpoint's when "
+                    "resuming, 'sequence' in --mode continual, else 'token'",
     "model_name": "hub id, local HF model directory, or 'tiny' (embedded base, built offline once)",
     "target_modules": "comma-separated projection names (default per architecture: q_proj,v_proj; c_attn for GPT-2)",
     "maturity_ratio": "share of the planned steps after which all experts are mature (sparse top-k routing)",

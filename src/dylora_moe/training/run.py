@@ -56,8 +56,8 @@ def _check_flags(cfg: TrainConfig) -> None:
             raise UserError(f"--{name} must be at least 1, got {getattr(cfg, name)}")
     if cfg.num_epochs <= 0 and cfg.max_steps <= 0:
         raise UserError("--num_epochs must be > 0 (or give --max_steps)")
-    if cfg.router_input not in (None, "token", "context"):
-        raise UserError(f"--router_input must be 'token' or 'context', got {cfg.router_input!r}")
+    if cfg.router_input not in (None, "token", "context", "sequence"):
+        raise UserError(f"--router_input must be token, context or sequence, got {cfg.router_input!r}")
     if cfg.early_stopping_patience < 1:
         raise UserError(f"--early_stopping_patience must be at least 1, got {cfg.early_stopping_patience}")
     _check_datasets(cfg.data.datasets)
