@@ -105,3 +105,14 @@ def test_library_round_trip_keeps_prototypes(tmp_path):
     assert set(loaded.prototypes) == {"a"} and loaded.expert_of("b") == 1
     for key, value in library.prototypes["a"].items():
         assert torch.equal(loaded.prototypes["a"][key], value)
+
+
+def test_sequence_routing_prototypes_are_stored_once_and_installed_for_every_router():
+    model = micro_moe(num_experts=2, router_input="sequence").eval()
+    rows = _rows(3, 120, 3, seed=6)
+    protos = collect_prototypes(model, rows, sample=3)
+    assert list(protos) == ["all"]
+    count = set_routing_prototypes(model, [(0, protos)], 1.0)
+    assert set(model.routing_prototypes) == set(model.routers) and count == protos["all"].shape[0]
+    for inputs, experts, *_ in model.routing_prototypes.values():
+        assert torch.equal(inputs, protos["all"]) and experts.tolist() == [0] * count

@@ -14,13 +14,15 @@ import torch
 from dylora_moe.continual.embedding import sample_indices
 
 POSITIONS = (0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)  # quantiles of each example's positions
+SHARED = "all"  # the key of prototypes that every router shares (router_input="sequence": one gate input for all)
 LEADING = 8  # and its first positions: the prompt template every skill shares, whose keys/values every later
 # token attends to (routing them to a new expert moved the first skill's loss even at 97% routing kept)
 
 
 @torch.no_grad()
 def collect_prototypes(model, dataset, sample: int = 32, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Router key -> (N, d) gate inputs at `POSITIONS` of up to `sample` examples (float32, CPU)."""
+    """Router key -> (N, d) gate inputs at `POSITIONS` of up to `sample` examples (float32, CPU); one entry
+    under `SHARED` when every router reads the same input."""
     keys = {id(router): key for key, router in model.routers.items()}
     device = next(model.parameters()).device
     collected: dict[str, list[torch.Tensor]] = {key: [] for key in keys.values()}
@@ -42,7 +44,10 @@ def collect_prototypes(model, dataset, sample: int = 32, seed: int = 0) -> dict[
     finally:
         model.routing.capture = None
         model.train(was_training)
-    return {key: torch.cat(rows) for key, rows in collected.items() if rows}
+    prototypes = {key: torch.cat(rows) for key, rows in collected.items() if rows}
+    if model.routing.router_input == "sequence" and prototypes:  # every gate read the same tensor: keep it once
+        return {SHARED: next(iter(prototypes.values()))}
+    return prototypes
 
 
 def set_routing_prototypes(model, prototypes: list[tuple[int, dict[str, torch.Tensor]]], weight: float) -> int:
@@ -50,6 +55,8 @@ def set_routing_prototypes(model, prototypes: list[tuple[int, dict[str, torch.Te
     each router holds (0: none, the loss is off)."""
     per_router: dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
     for expert, by_router in prototypes:
+        if SHARED in by_router:
+            by_router = {key: by_router[SHARED] for key in model.routers}
         for key, inputs in by_router.items():
             rows, experts = per_router.setdefault(key, ([], []))
             rows.append(inputs)
