@@ -2,7 +2,7 @@
 single LoRA (one expert, fine-tuned on A then on B), same base, data, steps and learning rates.
 
 Prints, for both, the eval loss on A after A, on A after B (the rise is the forgetting) and on B after B, and
-where each skill's held-out tokens are routed. The DyLoRA arm runs with continual mode's defaults (context
+where each skill's held-out tokens are routed. The DyLoRA arm runs with continual mode's defaults (sequence
 routing, skill-supervised routing, routing prototypes); flags switch each off for ablations. Defaults run in
 about a minute on 2 CPU cores on the embedded tiny base:
 

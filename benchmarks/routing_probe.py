@@ -1,7 +1,8 @@
 """How well can a linear gate tell two skills apart? Token inputs against causal running means.
 
 For each decoder layer of the base, collects the (RMS-normalised) hidden states of the answer tokens of two
-skills, and their causal running means over the sequence (what `--router_input context` routes on), fits a
+skills, and their causal running means over the sequence (what `--router_input context` routes on; `sequence`
+routes every gate on layer 0's), fits a
 standardised logistic-regression probe on 75% and prints the held-out accuracy of each (balanced classes).
 
     python benchmarks/routing_probe.py [--skill_a stdlib:math] [--skill_b code_alpaca=FILE]

@@ -1,10 +1,11 @@
 """Routing prototypes: what each router read on a learned skill, kept so later skills cannot steal its routing.
 
-When a skill is finished, every router's gate input (the causal running mean of the sequence under context
-routing) is recorded at a few answer positions of a sample of the skill's examples. While a later skill trains,
-`Router.prototype_loss` keeps those inputs routed to the skill's expert — a replay of gate inputs (a few KB per
-router), not of data. Without it nothing tells the gates that earlier contexts exist, and the new expert's gate
-row rises on them too (on the tiny base, 53% of the first skill's routing went to the second skill's expert).
+When a skill is finished, every router's gate input (a causal running mean of the sequence under `context` or
+`sequence` routing) is recorded at the first and at evenly spaced positions of a sample of the skill's examples.
+While a later skill trains, `Router.prototype_loss` keeps those inputs routed to the skill's expert — a replay
+of gate inputs, not of data. Without it nothing tells the gates that earlier contexts exist, and the new
+expert's gate row rises on them too (on the tiny base, 53% of the first skill's routing went to the second
+skill's expert).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ def collect_prototypes(model, dataset, sample: int = 32, seed: int = 0) -> dict[
     """Router key -> (N, d) gate inputs at `POSITIONS` of up to `sample` examples (float32, CPU); one entry
     under `SHARED` when every router reads the same input."""
     keys = {id(router): key for key, router in model.routers.items()}
+    shared = model.routing.router_input == "sequence"  # every gate reads one tensor: record it once
     device = next(model.parameters()).device
     collected: dict[str, list[torch.Tensor]] = {key: [] for key in keys.values()}
     was_training = model.training
@@ -32,8 +34,7 @@ def collect_prototypes(model, dataset, sample: int = 32, seed: int = 0) -> dict[
         for index in sample_indices(len(dataset), sample, seed):
             row = dataset[index]
             labels = torch.as_tensor(row["labels"])
-            scored = (labels != -100).nonzero().reshape(-1)
-            if scored.numel() == 0:
+            if not bool((labels != -100).any()):
                 continue
             picks = sorted({round(q * (labels.numel() - 1)) for q in POSITIONS} | set(range(min(LEADING, labels.numel()))))
             model.routing.capture = {}
@@ -41,11 +42,13 @@ def collect_prototypes(model, dataset, sample: int = 32, seed: int = 0) -> dict[
             model(input_ids=ids, attention_mask=torch.ones_like(ids))
             for router_id, inputs in model.routing.capture.items():
                 collected[keys[router_id]].append(inputs[0][0, picks].float().cpu())
+                if shared:
+                    break
     finally:
         model.routing.capture = None
         model.train(was_training)
     prototypes = {key: torch.cat(rows) for key, rows in collected.items() if rows}
-    if model.routing.router_input == "sequence" and prototypes:  # every gate read the same tensor: keep it once
+    if shared and prototypes:
         return {SHARED: next(iter(prototypes.values()))}
     return prototypes
 
