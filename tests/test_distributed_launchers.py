@@ -84,7 +84,7 @@ def test_sigterm_to_one_worker_stops_all_ranks_and_main_finishes_its_upload(base
     # rank 1 left with the preemption code; rank 0 may be listed as SIGTERMed (-15) by torchrun if rank 1's exit
     # is noticed first, but by then rank 0 is past the final barrier with nothing left to do
     assert "exitcode  : 143 (pid: " in log, log[-3000:]
-    assert proc.returncode == 1  # torchrun's own code for failed workers; see README (distributed)
+    assert proc.returncode == 1  # torchrun's own code for failed workers; see docs/distributed.md
 
     # a fresh 2-process job resumes from the store: the main process downloads first, rank 1 then finds it cached
     args = cli_args(base, tmp_path / "again", "--auto_resume", "--checkpoint_store", str(store), "--max_steps", str(step + 2))
