@@ -32,3 +32,16 @@ def base(tmp_path_factory) -> str:
     from micro import save_micro_base
 
     return save_micro_base(tmp_path_factory.mktemp("base") / "micro")
+
+
+@pytest.fixture()
+def host_dir():
+    """A host directory outside /tmp, for sandbox tests (the sandbox's /tmp is private: /tmp proves nothing)."""
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix=".sandbox-victim-", dir=REPO_ROOT / "tests"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

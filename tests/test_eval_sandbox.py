@@ -25,10 +25,10 @@ def test_passing_and_failing_programs() -> None:
 
 
 def test_printing_cannot_forge_a_pass() -> None:
-    # the program's stdout goes to /dev/null; only the child's private channel (with a nonce) counts
+    # the program's stdout goes to /dev/null; only the exit status, read by the harness, counts
     program = "print('passed')\nimport os\nos._exit(0)"
     assert run_program(program, FAST) == ExecutionResult(
-        "failed", "process exited with code 0 before its tests finished")
+        "failed", "PermissionError: os._exit is disabled in the sandbox")
 
 
 def test_infinite_loop_times_out() -> None:
@@ -45,8 +45,8 @@ def test_crash_is_a_failure() -> None:
     assert run_program("import os\nos.abort()", FAST) == ExecutionResult("failed", "process killed by SIGABRT")
 
 
-def test_deleting_files_fails_and_harms_nothing(tmp_path: Path) -> None:
-    victim = tmp_path / "victim"
+def test_deleting_files_fails_and_harms_nothing(host_dir: Path) -> None:
+    victim = host_dir / "victim"
     victim.mkdir()
     keep = victim / "keep.txt"
     keep.write_text("precious")

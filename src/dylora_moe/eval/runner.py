@@ -18,7 +18,7 @@ from dylora_moe.eval.execution import execute_programs
 from dylora_moe.eval.generation import GenerationConfig, generate_completions
 from dylora_moe.eval.passk import pass_at_k, pass_at_ks
 from dylora_moe.eval.problem import Problem
-from dylora_moe.eval.sandbox import SandboxConfig
+from dylora_moe.eval.sandbox import SandboxConfig, isolation_for
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -56,6 +56,7 @@ def score_completions(
     if len(completions) != len(problems):
         raise ValueError(f"{len(completions)} completion lists for {len(problems)} problems")
     programs = [module.build_program(p, c) for p, cs in zip(problems, completions) for c in cs]
+    isolation = isolation_for(sandbox or SandboxConfig())  # probes once; warns once when it falls back
     started = time.perf_counter()
     outcomes = iter(execute_programs(
         programs, sandbox, workers, (lambda d, t: progress(f"{benchmark}: execute", d, t)) if progress else None))
@@ -78,6 +79,7 @@ def score_completions(
         "n": n,
         "pass@k": pass_at_ks(counts, ks),
         "execution_seconds": round(time.perf_counter() - started, 3),
+        "sandbox": isolation.to_dict(),
         "problems": per_problem,
     }
 
@@ -136,6 +138,7 @@ def evaluate(
             scored = score_completions(name, problems, completions, ks, sandbox, workers, progress)
             scored["generation_seconds"] = generation_seconds
             results["benchmarks"][name] = scored
+            results["sandbox"] = scored["sandbox"]
     finally:
         if was_training and hasattr(model, "train"):
             model.train()

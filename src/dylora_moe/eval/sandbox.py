@@ -1,22 +1,26 @@
 """Run one untrusted program in its own process: timeout, memory cap, no network, temporary directory.
 
 Generated code never runs in the harness process. Each program gets a fresh interpreter
-(`python -s -c <sandbox_child source>`) with a minimal environment (no proxies, no API keys, no PYTHONPATH),
-its own session (so a timeout kills everything it started) and a temporary working directory that is
-deleted afterwards. See `sandbox_child.py` for what the child disables and why it is not a security boundary
-against a program written to escape.
+(`python -s -c <sandbox_child source>`) inside the namespace sandbox of `isolation.py` (bubblewrap: own pid,
+network, mount and user namespaces, read-only file system, seccomp) where this machine allows it, with a
+minimal environment built from nothing (no proxies, API keys or PYTHONPATH), its own session and a temporary
+working directory, the only writable path, deleted afterwards. The verdict is the child's exit status, read
+here; reasons are scrubbed of the harness's secret values before they reach a results file.
 """
 
 from __future__ import annotations
 
 import os
-import secrets
+import re
 import signal
 import subprocess
 import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from dylora_moe.errors import UserError
+from dylora_moe.eval.isolation import GUARD, NAMESPACES, Isolation, detect, sandbox_command, write_seccomp
 
 PASSED = "passed"
 FAILED = "failed"
@@ -34,6 +38,8 @@ class SandboxConfig:
     max_file_mb: int = 16
     python: str = sys.executable
     site_packages: bool = True  # False adds -S: faster start, stdlib only
+    isolation: str = "auto"  # "auto": namespaces where available, else the guard with a warning; or either
+    bwrap: str = "bwrap"  # the bubblewrap executable
 
 
 @dataclass(frozen=True)
@@ -81,50 +87,78 @@ def _kill_session(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def _interpret(returncode: int, stdout: bytes, nonce: str) -> ExecutionResult:
-    for line in reversed(stdout.decode("utf-8", "replace").splitlines()):
-        tag, _, rest = line.partition(" ")
-        if tag != nonce:
-            continue
-        if rest.startswith(PASSED):
-            return ExecutionResult(PASSED)
-        return ExecutionResult(FAILED, rest[len(FAILED):].strip() if rest.startswith(FAILED) else rest)
-    if returncode < 0:
-        name = signal.Signals(-returncode).name if -returncode in signal.valid_signals() else str(-returncode)
-        why = " (CPU limit)" if name == "SIGXCPU" else ""
+_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|^AWS_|^GOOGLE_|^WANDB_|^HF_", re.I)
+
+
+def _redact(text: str) -> str:
+    """The harness's own secret values never reach a reason (and so never a results file)."""
+    for name, value in os.environ.items():
+        if len(value) >= 8 and _SECRET_NAME.search(name) and value in text:
+            text = text.replace(value, f"<{name} redacted>")
+    return text
+
+
+def _interpret(returncode: int, reason: bytes, layer: str) -> ExecutionResult:
+    if returncode == 0:
+        return ExecutionResult(PASSED)
+    lines = reason.decode("utf-8", "replace").splitlines()
+    if returncode == 1 and lines:  # the program may write to the reason channel too; the runner writes last
+        return ExecutionResult(FAILED, _redact(lines[-1]))
+    signum = -returncode if returncode < 0 else returncode - 128 if layer == NAMESPACES and returncode > 128 else 0
+    if signum in signal.valid_signals():
+        name = signal.Signals(signum).name
+        why = " (CPU limit)" if name == "SIGXCPU" else " (starting a process is not allowed)" if name == "SIGSYS" else ""
         return ExecutionResult(FAILED, f"process killed by {name}{why}")
     return ExecutionResult(FAILED, f"process exited with code {returncode} before its tests finished")
+
+
+def isolation_for(config: SandboxConfig) -> Isolation:
+    """The layer `config` asks for; "namespaces" without them here is a one-line error."""
+    if config.isolation == GUARD:
+        return Isolation(GUARD, warning="eval sandbox: --isolation python-guard was asked for; programs can read "
+                                        "this machine's files and environment")
+    if config.isolation not in ("auto", NAMESPACES):
+        raise UserError(f"sandbox isolation {config.isolation!r} is unknown; expected auto, {NAMESPACES} or {GUARD}")
+    found = detect(config.bwrap, config.python)
+    if config.isolation == NAMESPACES and found.layer != NAMESPACES:
+        raise UserError(f"namespace isolation was required but is unavailable: {found.warning}")
+    return found
 
 
 def run_program(program: str, config: SandboxConfig | None = None) -> ExecutionResult:
     """Run `program` to completion in a sandboxed child process and say whether it passed."""
     config = config or SandboxConfig()
-    nonce = secrets.token_hex(8)
+    isolation = isolation_for(config)
     with tempfile.TemporaryDirectory(prefix="dylora-sandbox-") as workdir:
         limits = (config.memory_mb * 1024 * 1024, max(1, int(config.timeout_s) + 1), config.max_file_mb * 1024 * 1024)
-        header = f"{nonce}\n{workdir}\n{' '.join(map(str, limits))}\n"
-        command = [config.python, "-s", "-B"] + ([] if config.site_packages else ["-S"]) + ["-c", _CHILD_SOURCE]
-        payload = header.encode() + program.encode("utf-8", "surrogatepass")
-        proc = subprocess.Popen(
-            command,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            cwd=workdir,
-            env=_clean_env(workdir),
-            start_new_session=True,
-            close_fds=True,
-        )
+        interpreter = [config.python, "-s", "-B"] + ([] if config.site_packages else ["-S"]) + ["-c", _CHILD_SOURCE]
+        seccomp_fd = write_seccomp(isolation.seccomp) if isolation.layer == NAMESPACES else None
+        payload = f"{' '.join(map(str, limits))}\n".encode() + program.encode("utf-8", "surrogatepass")
         try:
-            stdout, _ = proc.communicate(payload, timeout=config.timeout_s)
+            proc = subprocess.Popen(
+                sandbox_command(isolation, workdir, seccomp_fd, interpreter),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                cwd=workdir,
+                env=_clean_env(workdir),
+                start_new_session=True,
+                close_fds=True,
+                pass_fds=() if seccomp_fd is None else (seccomp_fd,),
+            )
+        finally:
+            if seccomp_fd is not None:
+                os.close(seccomp_fd)
+        try:
+            reason, _ = proc.communicate(payload, timeout=config.timeout_s)
         except subprocess.TimeoutExpired:
             _kill_session(proc)
             return ExecutionResult(TIMED_OUT, f"timed out after {config.timeout_s:g} s")
         finally:
             if proc.returncode is None:
                 _kill_session(proc)
-        try:  # anything the program left behind in its session
+        try:  # anything the program left behind in its session (the guard layer; namespaces die whole)
             os.killpg(proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-        return _interpret(proc.returncode, stdout, nonce)
+        return _interpret(proc.returncode, reason[-2000:], isolation.layer)

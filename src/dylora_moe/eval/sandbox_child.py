@@ -1,19 +1,22 @@
 """The child side of the sandbox: runs ONE untrusted program inside a fresh interpreter.
 
-`sandbox.py` starts `python -s -c <this file's source>` in a temporary directory and sends, on stdin, three
-header lines (nonce; working directory; "memory_bytes cpu_seconds file_bytes") and then the program. This file must only use the standard library and must never be
-imported by the harness for its side effects: it caps resources, cuts the network and disables destructive
-functions of the process it runs in.
+`sandbox.py` starts `python -s -c <this file's source>` in a temporary directory (inside the namespace
+sandbox of `isolation.py` where available) and sends, on stdin, one header line ("memory_bytes cpu_seconds
+file_bytes") and then the program. This file must only use the standard library and must never be imported
+by the harness for its side effects: it caps resources and disables destructive functions of the process it
+runs in.
 
-The guards are Python-level: they stop an honest model's accidents (`rm -rf`, a stray socket, a fork bomb, a
-write outside the working directory), not a program written to escape (ctypes can undo anything). Run
-untrusted models inside a container as well.
+The guards here are Python-level: they turn an honest model's accidents (`rm -rf`, a stray socket, a write
+outside the working directory) into clear PermissionErrors. They are not a security boundary (ctypes or a
+re-imported `posix` undo them); the namespaces, the read-only file system and the seccomp filter around this
+process are.
 
 Start-up time matters (one interpreter per program), so this file imports almost nothing itself: `socket`,
 `subprocess` and `shutil` are patched when the program first imports them (an import hook), not before.
 
-The result goes to a private duplicate of stdout as one line `<nonce> <status> <reason>`; the program's own
-stdout/stderr go to /dev/null, so printing cannot forge a result.
+The verdict is the exit status, read by the harness outside this process: 0 when the program ran to its end,
+1 after an exception (its one-line reason goes to a private duplicate of stdout). The program's own
+stdout/stderr go to /dev/null, and no nonce or channel exists that printing or frame inspection could reach.
 """
 
 import builtins
@@ -83,7 +86,7 @@ def _patch_socket(module) -> None:
 
 
 _OS_DISABLED = (
-    "kill", "killpg", "fork", "forkpty", "vfork", "system", "popen",
+    "_exit", "kill", "killpg", "fork", "forkpty", "vfork", "system", "popen",
     "chmod", "fchmod", "lchmod", "chown", "fchown", "lchown", "chroot", "chdir", "fchdir",
     "link", "symlink", "setuid", "seteuid", "setgid", "setegid", "setreuid", "setregid",
     "setresuid", "setresgid", "setsid", "setpgid", "nice", "posix_spawn", "posix_spawnp",
@@ -221,28 +224,27 @@ def _short(exc: BaseException) -> str:
 
 
 def main() -> None:
-    nonce, workdir, limits, program = sys.stdin.buffer.read().split(b"\n", 3)
-    nonce, workdir = nonce.decode(), workdir.decode()
-    report_fd = os.dup(1)
+    limits, program = sys.stdin.buffer.read().split(b"\n", 1)
+    reason_fd = os.dup(1)
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
 
-    def report(status: str, reason: str) -> None:
-        os.write(report_fd, f"{nonce} {status} {reason}\n".encode("utf-8", "replace"))
-        _exit(0)  # at once: a leftover thread must not hold the process open
+    def fail(reason: str) -> None:
+        os.write(reason_fd, f"\n{reason}\n".encode("utf-8", "replace"))  # the last line is ours
+        _exit(1)  # at once: a leftover thread must not hold the process open
 
     _limit_resources(*(int(x) for x in limits.split()))
     try:
         code = compile(program.decode("utf-8"), "<program>", "exec")
     except BaseException as exc:  # SyntaxError, UnicodeDecodeError, MemoryError
-        report("failed", _short(exc))
-    _disable_destructive(workdir)
+        fail(_short(exc))
+    _disable_destructive(os.getcwd())
     try:
         exec(code, {"__name__": "__sandbox__", "__builtins__": builtins})
     except BaseException as exc:  # SystemExit and KeyboardInterrupt count as failures too
-        report("failed", _short(exc))
-    report("passed", "")
+        fail(_short(exc))
+    _exit(0)
 
 
 main()

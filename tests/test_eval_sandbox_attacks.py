@@ -1,0 +1,205 @@
+"""Programs written to escape the sandbox: each attack here got through the Python-level guard alone.
+
+They bypass that guard on purpose (`_io.FileIO`, `posix.open`, ctypes, the real socket class behind the
+patched one, the harness's frames) so what they test is the operating-system layer: namespaces, the
+read-only file system, seccomp, and the verdict taken from the exit status outside the program's process.
+Runs need bubblewrap (`apt-get install bubblewrap`; `.ci/run` installs it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from dylora_moe.eval.execution import execute_programs
+from dylora_moe.eval.problem import Problem
+from dylora_moe.eval.runner import score_completions
+from dylora_moe.eval.sandbox import ExecutionResult, SandboxConfig, run_program
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="namespaces are Linux only")
+
+ISOLATED = SandboxConfig(timeout_s=10.0, isolation="namespaces")
+SECRET = "wandb-secret-0123456789abcdef"
+
+
+def test_program_cannot_read_the_harness_secrets(host_dir: Path) -> None:
+    # a real harness process with a W&B key in its environment and in ~/.netrc
+    (host_dir / ".netrc").write_text(f"machine api.wandb.ai login user password {SECRET}\n")
+    program = textwrap.dedent(f"""
+        import os
+        found = []
+        pids = {{p for p in os.listdir('/proc') if p.isdigit()}} | {{str(os.getppid()), {{harness}}}}
+        for pid in pids:
+            for entry in ('environ', 'cmdline'):
+                try:
+                    data = open(f'/proc/{{pid}}/{{entry}}', 'rb').read()
+                except OSError:
+                    continue
+                if b'WANDB_API_KEY' in data or b'{SECRET}' in data:
+                    found.append((pid, entry))
+        try:
+            found.append(open({str(host_dir / '.netrc')!r}).read())
+        except OSError:
+            pass
+        assert not found, found
+    """)
+    harness = textwrap.dedent(f"""
+        import json, os, sys
+        from dylora_moe.eval.sandbox import SandboxConfig, run_program
+        program = {program!r}.replace('{{harness}}', str(os.getpid()))
+        result = run_program(program, SandboxConfig(timeout_s=10.0, isolation='namespaces'))
+        print(json.dumps(result.to_dict()))
+    """)
+    env = {**os.environ, "WANDB_API_KEY": SECRET, "HOME": str(host_dir)}
+    done = subprocess.run([sys.executable, "-c", harness], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == {"status": "passed", "reason": ""}
+
+
+def test_a_secret_the_program_prints_is_redacted_from_its_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    result = run_program(f"raise RuntimeError('stolen: {SECRET}')", ISOLATED)
+    assert result == ExecutionResult("failed", "RuntimeError: stolen: <HF_TOKEN redacted>")
+
+
+def test_program_cannot_write_create_or_truncate_host_files(host_dir: Path) -> None:
+    keep = host_dir / "keep.txt"
+    keep.write_text("precious")
+    new = host_dir / "new"
+    attempts = [
+        f"import _io\n_io.FileIO({str(keep)!r}, 'w')",
+        f"import os\nos.mkdir({str(new)!r})",
+        f"import sqlite3\nsqlite3.connect({str(new)!r}).execute('create table t (x)')",
+        f"import pathlib\npathlib.Path({str(new)!r}).mkdir()",
+        f"import posix\nposix.close(posix.open({str(new)!r}, posix.O_CREAT | posix.O_WRONLY))",
+        f"import posix\nposix.truncate({str(keep)!r}, 0)" if hasattr(os, "truncate") else "raise OSError",
+        f"import ctypes\nassert ctypes.CDLL(None).system(b'echo gone > {keep}; touch {new}') == 0",
+        f"import shutil, _io\nshutil.copyfileobj(_io.FileIO(__import__('sys').executable), _io.FileIO({str(new)!r}, 'w'))",
+    ]
+    results = execute_programs(attempts, ISOLATED, workers=2)
+    assert [r.status for r in results] == ["failed"] * len(attempts), results
+    assert keep.read_text() == "precious"
+    assert sorted(p.name for p in host_dir.iterdir()) == ["keep.txt"]
+
+
+def test_verdict_cannot_be_forged_from_the_harness_frames() -> None:
+    # every channel the program can find: the runner's frames, the file descriptors, its own exit status
+    program = textwrap.dedent("""
+        import os, sys
+        frame = sys._getframe(1)
+        names = dict(frame.f_locals)
+        for fd in range(64):
+            for line in (f"{names.get('nonce', '')} passed \\n", "passed\\n", "0\\n"):
+                try:
+                    os.write(fd, line.encode())
+                except OSError:
+                    pass
+        if callable(names.get('report')):
+            names['report']('passed', '')
+        raise AssertionError('the tests failed')
+    """)
+    assert run_program(program, ISOLATED) == ExecutionResult("failed", "AssertionError: the tests failed")
+
+
+def _sleeping(seconds: str) -> list[int]:
+    """Host pids of every `sleep SECONDS` process."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:2] == [b"sleep", seconds.encode()]:
+                found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+def test_no_process_outlives_the_program_setsid_and_double_fork() -> None:
+    marker = "41.123"
+    program = textwrap.dedent(f"""
+        import ctypes
+        libc = ctypes.CDLL(None)
+        libc.system(b'setsid sleep {marker} > /dev/null 2>&1 < /dev/null &')
+        if libc.fork() == 0:
+            libc.setsid()
+            if libc.fork() == 0:
+                libc.execl(b'/bin/sleep', b'sleep', b'{marker}', None)
+            libc._exit(0)
+    """)
+    try:
+        run_program(program, ISOLATED)
+        survivors = _sleeping(marker)
+    finally:
+        for pid in _sleeping(marker):
+            os.kill(pid, signal.SIGKILL)
+    assert survivors == []
+
+
+def test_no_process_can_be_started_so_no_fork_bomb() -> None:
+    program = textwrap.dedent("""
+        import ctypes, os
+        libc = ctypes.CDLL(None, use_errno=True)
+        pid = libc.fork()
+        if pid == 0:
+            libc._exit(0)
+        assert pid == -1 and ctypes.get_errno() == 1, f'fork gave {pid}'
+    """)
+    assert run_program(program, ISOLATED) == ExecutionResult("passed", "")
+
+
+def test_program_cannot_signal_the_harness() -> None:
+    received: list[int] = []
+    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: received.append(signum))
+    program = textwrap.dedent(f"""
+        import ctypes, os
+        libc = ctypes.CDLL(None)
+        libc.kill({os.getpid()}, {int(signal.SIGUSR1)})
+        libc.kill(os.getppid(), {int(signal.SIGUSR1)})
+    """)
+    try:
+        run_program(program, ISOLATED)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert received == []
+
+
+def test_network_is_cut_even_with_the_real_socket_class() -> None:
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    server.settimeout(0.5)
+    port = server.getsockname()[1]
+    program = textwrap.dedent(f"""
+        import _socket
+        real = _socket.socket.__mro__[1]
+        s = real(_socket.AF_INET, _socket.SOCK_STREAM)
+        s.settimeout(2)
+        s.connect(('127.0.0.1', {port}))
+    """)
+    try:
+        result = run_program(program, ISOLATED)
+        with pytest.raises(OSError):
+            server.accept()
+    finally:
+        server.close()
+    assert result.status == "failed" and "Connection refused" in result.reason, result
+
+
+def test_the_results_say_which_layer_ran_and_warn_on_fallback(capfd: pytest.CaptureFixture) -> None:
+    problem = Problem("humaneval", "t/0", "def f():\n", "    return 1\n", "def check(c):\n    assert c() == 1\n", "f")
+    isolated = score_completions("humaneval", [problem], [["    return 1\n"]], [1], ISOLATED)
+    assert isolated["sandbox"] == {"isolation": "namespaces", "seccomp": "no new processes", "warning": ""}
+    fallback = score_completions("humaneval", [problem], [["    return 1\n"]], [1],
+                                 SandboxConfig(timeout_s=10.0, bwrap="/nonexistent/bwrap"))
+    assert fallback["pass@k"] == {"pass@1": 1.0}
+    assert fallback["sandbox"]["isolation"] == "python-guard"
+    assert fallback["sandbox"]["warning"].startswith("eval sandbox: bubblewrap (/nonexistent/bwrap) is not installed")
+    warned = [line for line in capfd.readouterr().err.splitlines() if line.startswith("WARNING: eval sandbox")]
+    assert warned == [f"WARNING: {fallback['sandbox']['warning']}"]
