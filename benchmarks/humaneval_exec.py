@@ -1,7 +1,8 @@
 """Wall time to execute all 164 canonical HumanEval programs in the sandbox, against a bare baseline.
 
 Baseline, in the same process: 164 `python -c pass` subprocesses, two at a time — the floor for "one fresh
-interpreter per program". Last line: the ratio sandbox / baseline.
+interpreter per program". Both sandbox layers run: the Python guard alone (the fallback) and the namespace
+sandbox (bubblewrap + seccomp); the last lines give programs/second and the ratios, namespaces / guard last.
 
     .venv/bin/python benchmarks/humaneval_exec.py [--workers 2]
 """
@@ -32,16 +33,23 @@ def main() -> int:
     args = parser.parse_args()
     problems = humaneval.load()
     programs = [humaneval.build_program(p, p.reference) for p in problems]
-    started = time.perf_counter()
-    results = execute_programs(programs, SandboxConfig(timeout_s=20.0), workers=args.workers)
-    sandbox_s = time.perf_counter() - started
-    passed = sum(r.passed for r in results)
+    seconds, all_passed = {}, True
+    for layer in ("python-guard", "namespaces"):
+        config = SandboxConfig(timeout_s=20.0, isolation=layer)
+        execute_programs(programs[:2], config, workers=args.workers)  # the one-off probe is not per program
+        started = time.perf_counter()
+        results = execute_programs(programs, config, workers=args.workers)
+        seconds[layer] = time.perf_counter() - started
+        passed = sum(r.passed for r in results)
+        all_passed &= passed == len(programs)
+        print(f"sandbox ({layer}): {len(programs)} canonical HumanEval programs, {passed} passed, "
+              f"{seconds[layer]:.2f} s, {len(programs) / seconds[layer]:.1f} programs/s ({args.workers} workers)")
     baseline_s = bare_baseline(len(programs), args.workers)
-    print(f"sandbox: {len(programs)} canonical HumanEval programs, {passed} passed, {sandbox_s:.2f} s "
-          f"({args.workers} workers)")
     print(f"baseline: {len(programs)} bare `python -c pass` subprocesses, {args.workers} at a time, {baseline_s:.2f} s")
-    print(f"ratio sandbox/baseline: {sandbox_s / baseline_s:.2f}")
-    return 0 if passed == len(programs) else 1
+    for layer, value in seconds.items():
+        print(f"ratio sandbox ({layer}) / baseline: {value / baseline_s:.2f}")
+    print(f"ratio namespaces / python-guard: {seconds['namespaces'] / seconds['python-guard']:.2f}")
+    return 0 if all_passed else 1
 
 
 if __name__ == "__main__":
