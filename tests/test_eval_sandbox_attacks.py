@@ -203,3 +203,20 @@ def test_the_results_say_which_layer_ran_and_warn_on_fallback(capfd: pytest.Capt
     assert fallback["sandbox"]["warning"].startswith("eval sandbox: bubblewrap (/nonexistent/bwrap) is not installed")
     warned = [line for line in capfd.readouterr().err.splitlines() if line.startswith("WARNING: eval sandbox")]
     assert warned == [f"WARNING: {fallback['sandbox']['warning']}"]
+
+
+def test_writes_are_capped_in_total_not_only_per_file() -> None:
+    # 16 MiB per file is allowed; 20 of them (320 MiB) would fill a host disk, or RAM through /dev or /dev/shm
+    program = textwrap.dedent("""
+        import _io, errno
+        full = []
+        for place in ('.', '/dev', '/dev/shm', '/tmp'):
+            try:
+                for i in range(20):
+                    with _io.FileIO(f'{place}/fill-{i}', 'w') as f:  # past the Python guard
+                        f.write(bytes(8 * 1024 * 1024))
+            except OSError as exc:
+                full.append(exc.errno in (errno.ENOSPC, errno.EROFS, errno.EPERM))
+        assert full == [True] * 4, full
+    """)
+    assert run_program(program, ISOLATED) == ExecutionResult("passed", "")

@@ -3,7 +3,7 @@
 Each program gets its own user, pid, network, mount, IPC, UTS and cgroup namespaces: it sees only its own
 processes and a fresh `/proc` (not the harness's environment or command line), has no network, a private
 `/tmp`, a read-only view of the file system with the home directories hidden (where `.netrc` and token
-caches live), and only its working directory writable. It runs as uid 65534 inside, with no capabilities,
+caches live), and only its working directory (a size-capped tmpfs) writable. It runs as uid 65534 inside, with no capabilities,
 no nested user namespaces, and a seccomp filter that forbids starting processes. When the namespace dies
 (the program exits, or the harness kills it) every process in it dies too.
 
@@ -61,11 +61,15 @@ def _hidden_dirs() -> list[str]:
     return sorted({os.path.realpath(h) for h in homes if os.path.isdir(h) and os.path.realpath(h) != "/"})
 
 
+_SMALL = str(1024 * 1024)  # bytes: tmpfs over hidden directories holds only mount points
+
+
 def _mount_args(python: str) -> list[str]:
     hidden = _hidden_dirs()
-    args = ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--tmpfs", "/var/tmp"]
+    args = ["--ro-bind", "/", "/", "--dev", "/dev", "--size", _SMALL, "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
+            "--proc", "/proc", "--size", _SMALL, "--tmpfs", "/tmp", "--size", _SMALL, "--tmpfs", "/var/tmp"]
     for directory in hidden:
-        args += ["--tmpfs", directory]
+        args += ["--size", _SMALL, "--tmpfs", directory]
     shown: list[str] = []
     for path in sorted(set(_interpreter_paths(python))):
         if os.path.exists(path) and any(_under(path, h) for h in hidden) and not any(_under(path, s) for s in shown):
@@ -80,11 +84,13 @@ def bwrap_prefix(bwrap: str, python: str) -> list[str]:
             "--cap-drop", "ALL", "--uid", _SANDBOX_UID, "--gid", _SANDBOX_UID, *_mount_args(python)]
 
 
-def sandbox_command(isolation: Isolation, workdir: str, seccomp_fd: int | None, argv: list[str]) -> list[str]:
-    """Full command for one program: its working directory is the only writable path."""
+def sandbox_command(isolation: Isolation, workdir: str, seccomp_fd: int | None, argv: list[str],
+                    disk_bytes: int = 64 * 1024 * 1024) -> list[str]:
+    """Full command for one program: its working directory, a fresh tmpfs of `disk_bytes`, is the only
+    writable path (nothing it writes reaches the host's disk, and the total is capped, not only each file)."""
     if isolation.layer != NAMESPACES:
         return argv
-    extra = ["--bind", workdir, workdir, "--chdir", workdir]
+    extra = ["--size", str(disk_bytes), "--tmpfs", workdir, "--chdir", workdir]
     if seccomp_fd is not None:
         extra += ["--seccomp", str(seccomp_fd)]
     return [*isolation.prefix, *extra, "--", *argv]

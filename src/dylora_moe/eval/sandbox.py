@@ -4,7 +4,7 @@ Generated code never runs in the harness process. Each program gets a fresh inte
 (`python -s -c <sandbox_child source>`) inside the namespace sandbox of `isolation.py` (bubblewrap: own pid,
 network, mount and user namespaces, read-only file system, seccomp) where this machine allows it, with a
 minimal environment built from nothing (no proxies, API keys or PYTHONPATH), its own session and a temporary
-working directory, the only writable path, deleted afterwards. The verdict is the child's exit status, read
+working directory, the only writable path (a private tmpfs under namespaces), deleted afterwards. The verdict is the child's exit status, read
 here; reasons are scrubbed of the harness's secret values before they reach a results file.
 """
 
@@ -36,6 +36,7 @@ class SandboxConfig:
     timeout_s: float = 10.0
     memory_mb: int = 1024
     max_file_mb: int = 16
+    disk_mb: int = 64  # everything the program writes, all files together (namespace layer)
     python: str = sys.executable
     site_packages: bool = True  # False adds -S: faster start, stdlib only
     isolation: str = "auto"  # "auto": namespaces where available, else the guard with a warning; or either
@@ -115,7 +116,7 @@ def _interpret(returncode: int, reason: bytes, layer: str) -> ExecutionResult:
 def isolation_for(config: SandboxConfig) -> Isolation:
     """The layer `config` asks for; "namespaces" without them here is a one-line error."""
     if config.isolation == GUARD:
-        return Isolation(GUARD, warning="eval sandbox: --isolation python-guard was asked for; programs can read "
+        return Isolation(GUARD, warning="eval sandbox: isolation='python-guard' was asked for; programs can read "
                                         "this machine's files and environment")
     if config.isolation not in ("auto", NAMESPACES):
         raise UserError(f"sandbox isolation {config.isolation!r} is unknown; expected auto, {NAMESPACES} or {GUARD}")
@@ -136,7 +137,7 @@ def run_program(program: str, config: SandboxConfig | None = None) -> ExecutionR
         payload = f"{' '.join(map(str, limits))}\n".encode() + program.encode("utf-8", "surrogatepass")
         try:
             proc = subprocess.Popen(
-                sandbox_command(isolation, workdir, seccomp_fd, interpreter),
+                sandbox_command(isolation, workdir, seccomp_fd, interpreter, config.disk_mb * 1024 * 1024),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
