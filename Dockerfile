@@ -14,6 +14,9 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     TOKENIZERS_PARALLELISM=false
 
+# bubblewrap: the namespace layer of the eval sandbox (docs/eval.md); without it evaluation warns and falls back
+RUN apt-get update && apt-get install -y --no-install-recommends bubblewrap && rm -rf /var/lib/apt/lists/*
+
 WORKDIR /opt/dylora-moe
 COPY pyproject.toml README.md ./
 COPY src ./src
