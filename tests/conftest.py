@@ -45,3 +45,18 @@ def host_dir():
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture()
+def listener():
+    """A TCP socket listening on 127.0.0.1 (closed after the test): can a sandboxed program reach it?"""
+    import socket
+
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    server.settimeout(0.2)
+    try:
+        yield server
+    finally:
+        server.close()

@@ -84,11 +84,8 @@ def test_files_inside_the_working_directory_are_fine() -> None:
     assert run_program(program, FAST) == ExecutionResult("passed", "")
 
 
-def test_network_is_cut() -> None:
-    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    server.bind(("127.0.0.1", 0))
-    server.listen(1)
-    server.settimeout(0.2)
+def test_network_is_cut(listener: socket.socket) -> None:
+    server = listener
     port = server.getsockname()[1]
     connections: list = []
 
@@ -104,11 +101,8 @@ def test_network_is_cut() -> None:
         "import _socket\n_socket.socket()",
         f"import urllib.request\nurllib.request.urlopen('http://127.0.0.1:{port}/')",
     ]
-    try:
-        results = execute_programs(programs, FAST, workers=2)
-        accept()
-    finally:
-        server.close()
+    results = execute_programs(programs, FAST, workers=2)
+    accept()
     assert [(r.status, r.reason) for r in results] == [
         ("failed", "PermissionError: socket.create_connection is disabled in the sandbox"),
         ("failed", "PermissionError: network access is disabled in the sandbox"),

@@ -170,12 +170,8 @@ def test_program_cannot_signal_the_harness() -> None:
     assert received == []
 
 
-def test_network_is_cut_even_with_the_real_socket_class() -> None:
-    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    server.bind(("127.0.0.1", 0))
-    server.listen(1)
-    server.settimeout(0.5)
-    port = server.getsockname()[1]
+def test_network_is_cut_even_with_the_real_socket_class(listener: socket.socket) -> None:
+    port = listener.getsockname()[1]
     program = textwrap.dedent(f"""
         import _socket
         real = _socket.socket.__mro__[1]
@@ -183,12 +179,9 @@ def test_network_is_cut_even_with_the_real_socket_class() -> None:
         s.settimeout(2)
         s.connect(('127.0.0.1', {port}))
     """)
-    try:
-        result = run_program(program, ISOLATED)
-        with pytest.raises(OSError):
-            server.accept()
-    finally:
-        server.close()
+    result = run_program(program, ISOLATED)
+    with pytest.raises(OSError):
+        listener.accept()
     assert result.status == "failed" and "Connection refused" in result.reason, result
 
 
