@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -213,3 +214,41 @@ def test_writes_are_capped_in_total_not_only_per_file() -> None:
         assert full == [True] * 4, full
     """)
     assert run_program(program, ISOLATED) == ExecutionResult("passed", "")
+
+
+def _sandboxed_interpreters() -> list[int]:
+    """Host pids of every sandbox child interpreter (its source, on its command line, names it)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if b"The child side of the sandbox" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+def _wait_for(predicate, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def test_program_dies_with_a_killed_harness() -> None:
+    before = set(_sandboxed_interpreters())
+    harness = subprocess.Popen([sys.executable, "-c", (
+        "from dylora_moe.eval.sandbox import SandboxConfig, run_program\n"
+        "run_program('import time\\ntime.sleep(30)', SandboxConfig(timeout_s=60.0, isolation='namespaces'))")])
+    try:
+        assert _wait_for(lambda: set(_sandboxed_interpreters()) - before, 20.0), "the program never started"
+        started = set(_sandboxed_interpreters()) - before
+        harness.kill()
+        harness.wait()
+        gone = _wait_for(lambda: not started & set(_sandboxed_interpreters()), 5.0)
+    finally:
+        for pid in set(_sandboxed_interpreters()) - before:
+            os.kill(pid, signal.SIGKILL)
+    assert gone, "the sandboxed program outlived the harness that was killed"
