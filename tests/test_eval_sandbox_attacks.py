@@ -216,16 +216,35 @@ def test_writes_are_capped_in_total_not_only_per_file() -> None:
     assert run_program(program, ISOLATED) == ExecutionResult("passed", "")
 
 
-def _sandboxed_interpreters() -> list[int]:
-    """Host pids of every sandbox child interpreter (its source, on its command line, names it)."""
-    found = []
+def _descendants(root: int) -> set[int]:
+    """Host pids of every process below `root` (other jobs on this machine run sandboxes too)."""
+    parents = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
+            parents[int(pid)] = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    found, frontier = set(), {root}
+    while frontier:
+        frontier = {pid for pid, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _running_the_child(pids: set[int]) -> bool:
+    """Whether one of `pids` runs the sandbox child (its source, on the command line, names it)."""
+    for pid in pids:
+        try:
             if b"The child side of the sandbox" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                found.append(int(pid))
+                return True
         except OSError:
             continue
-    return found
+    return False
+
+
+def _alive(pids: set[int]) -> set[int]:
+    return {pid for pid in pids if Path(f"/proc/{pid}").exists()
+            and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"}
 
 
 def _wait_for(predicate, seconds: float) -> bool:
@@ -238,17 +257,18 @@ def _wait_for(predicate, seconds: float) -> bool:
 
 
 def test_program_dies_with_a_killed_harness() -> None:
-    before = set(_sandboxed_interpreters())
     harness = subprocess.Popen([sys.executable, "-c", (
         "from dylora_moe.eval.sandbox import SandboxConfig, run_program\n"
         "run_program('import time\\ntime.sleep(30)', SandboxConfig(timeout_s=60.0, isolation='namespaces'))")])
+    started: set[int] = set()
     try:
-        assert _wait_for(lambda: set(_sandboxed_interpreters()) - before, 20.0), "the program never started"
-        started = set(_sandboxed_interpreters()) - before
+        assert _wait_for(lambda: _running_the_child(_descendants(harness.pid)), 20.0), "the program never started"
+        time.sleep(0.5)  # past start-up: sleeping in its tests
+        started = _descendants(harness.pid)
         harness.kill()
         harness.wait()
-        gone = _wait_for(lambda: not started & set(_sandboxed_interpreters()), 5.0)
+        gone = _wait_for(lambda: not _alive(started), 5.0)
     finally:
-        for pid in set(_sandboxed_interpreters()) - before:
+        for pid in _alive(started):
             os.kill(pid, signal.SIGKILL)
     assert gone, "the sandboxed program outlived the harness that was killed"
