@@ -83,7 +83,7 @@ def test_program_cannot_write_create_or_truncate_host_files(host_dir: Path) -> N
         f"import posix\nposix.close(posix.open({str(new)!r}, posix.O_CREAT | posix.O_WRONLY))",
         f"import posix\nposix.truncate({str(keep)!r}, 0)" if hasattr(os, "truncate") else "raise OSError",
         f"import ctypes\nassert ctypes.CDLL(None).system(b'echo gone > {keep}; touch {new}') == 0",
-        f"import shutil, _io\nshutil.copyfileobj(_io.FileIO(__import__('sys').executable), _io.FileIO({str(new)!r}, 'w'))",
+        f"import shutil, sys, _io\nshutil.copyfileobj(_io.FileIO(sys.executable), _io.FileIO({str(new)!r}, 'w'))",
     ]
     results = execute_programs(attempts, ISOLATED, workers=2)
     assert [r.status for r in results] == ["failed"] * len(attempts), results

@@ -4,8 +4,8 @@ Generated code never runs in the harness process. Each program gets a fresh inte
 (`python -s -c <sandbox_child source>`) inside the namespace sandbox of `isolation.py` (bubblewrap: own pid,
 network, mount and user namespaces, read-only file system, seccomp) where this machine allows it, with a
 minimal environment built from nothing (no proxies, API keys or PYTHONPATH), its own session and a temporary
-working directory, the only writable path (a private tmpfs under namespaces), deleted afterwards. The verdict is the child's exit status, read
-here; reasons are scrubbed of the harness's secret values before they reach a results file.
+working directory, the only writable path (a private tmpfs under namespaces), deleted afterwards.
+The verdict is the child's exit status, read here; reasons are scrubbed of the harness's secret values before they reach a results file.
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def _interpret(returncode: int, reason: bytes, layer: str) -> ExecutionResult:
     signum = -returncode if returncode < 0 else returncode - 128 if layer == NAMESPACES and returncode > 128 else 0
     if signum in signal.valid_signals():
         name = signal.Signals(signum).name
-        why = " (CPU limit)" if name == "SIGXCPU" else " (starting a process is not allowed)" if name == "SIGSYS" else ""
+        why = " (CPU limit)" if name == "SIGXCPU" else " (a forbidden system call)" if name == "SIGSYS" else ""
         return ExecutionResult(FAILED, f"process killed by {name}{why}")
     return ExecutionResult(FAILED, f"process exited with code {returncode} before its tests finished")
 
