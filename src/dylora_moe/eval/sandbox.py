@@ -1,11 +1,11 @@
 """Run one untrusted program in its own process: timeout, memory cap, no network, temporary directory.
 
-Generated code never runs in the harness process. Each program gets a fresh interpreter
-(`python -s -c <sandbox_child source>`) inside the namespace sandbox of `isolation.py` (bubblewrap: own pid,
-network, mount and user namespaces, read-only file system, seccomp) where this machine allows it, with a
-minimal environment built from nothing (no proxies, API keys or PYTHONPATH), its own session and a temporary
-working directory, the only writable path (a private tmpfs under namespaces), deleted afterwards.
-The verdict is the child's exit status, read here; reasons are scrubbed of the harness's secret values before they reach a results file.
+Generated code never runs in the harness process. Each program gets a fresh interpreter (`python -s -c
+<sandbox_child source>`) inside the namespace sandbox of `isolation.py` (bubblewrap: own pid, network, mount
+and user namespaces, read-only file system, seccomp) where this machine allows it, with a minimal environment
+built from nothing (no proxies, API keys or PYTHONPATH), its own session and a temporary working directory,
+the only writable path (a private tmpfs under namespaces), deleted afterwards. The verdict is the child's exit
+status, read here; reasons are scrubbed of the harness's secret values before they reach a results file.
 """
 
 from __future__ import annotations
