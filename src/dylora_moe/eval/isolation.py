@@ -67,7 +67,9 @@ _SMALL = str(1024 * 1024)  # bytes: tmpfs over hidden directories holds only mou
 def _mount_args(python: str) -> list[str]:
     hidden = _hidden_dirs()
     args = ["--ro-bind", "/", "/", "--dev", "/dev", "--size", _SMALL, "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
-            "--proc", "/proc", "--size", _SMALL, "--tmpfs", "/tmp", "--size", _SMALL, "--tmpfs", "/var/tmp"]
+            "--proc", "/proc", "--size", _SMALL, "--tmpfs", "/tmp"]
+    if os.path.isdir("/var/tmp"):  # a mount point cannot be created on the read-only root
+        args += ["--size", _SMALL, "--tmpfs", "/var/tmp"]
     for directory in hidden:
         args += ["--size", _SMALL, "--tmpfs", directory]
     shown: list[str] = []
