@@ -16,7 +16,9 @@ Start-up time matters (one interpreter per program), so this file imports almost
 
 The verdict is the exit status, read by the harness outside this process: 0 when the program ran to its end,
 1 after an exception (its one-line reason goes to a private duplicate of stdout). The program's own
-stdout/stderr go to /dev/null, and no nonce or channel exists that printing or frame inspection could reach.
+stdout/stderr go to /dev/null; no nonce or channel exists whose forged message would count. A program can
+still end itself with status 0 before its tests (ctypes, or `_exit` found through this runner's frames):
+anything this process can do, the program in it can do first. docs/eval.md lists that as what remains.
 """
 
 import builtins
