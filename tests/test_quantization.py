@@ -182,3 +182,25 @@ def test_bad_quantization_flags_are_one_line(base, tmp_path, flags, message):
     with pytest.raises(UserError) as error:
         train_quiet(micro_config(base, tmp_path, **flags))
     assert str(error.value) == message
+
+
+def test_an_evaluation_forward_leaves_the_4bit_base_differentiable(base):
+    """bitsandbytes repacks 4-bit weights for a backward-less CPU kernel on the first eval-mode forward (on CPUs
+    with AVX512-BF16); the loader turns that off, so the gradients after an evaluation are the ones before."""
+    from micro import batch
+
+    model, _ = build_model(base, DyLoRAConfig(num_experts=2, lora_r=4, lora_dropout=0.0), quantization=FOUR_BIT)
+    inputs = {k: v.clamp_max(400) for k, v in batch(seed=3).items()}
+
+    def expert_grads() -> list[torch.Tensor]:
+        model.train()
+        model.zero_grad(set_to_none=True)
+        model(**inputs).loss.backward()
+        return [p.grad.clone() for p in model.expert_parameters(0)]
+
+    before = expert_grads()
+    model.eval()
+    with torch.no_grad():
+        model(input_ids=inputs["input_ids"])
+    after = expert_grads()
+    assert all(torch.equal(a, b) for a, b in zip(before, after))

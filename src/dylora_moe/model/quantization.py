@@ -137,6 +137,17 @@ def finish_quantized_load(model: nn.Module, model_name: str, quantization: Quant
     """After loading: refuse a base the flag did not quantize, and release the checkpoint file's memory map."""
     check_quantized(model, model_name, quantization)
     release_file_mapping(model)
+    keep_differentiable(model)
+
+
+def keep_differentiable(model: nn.Module) -> None:
+    """Turn off bitsandbytes' CPU inference repacking of 4-bit weights. On a CPU with AVX512-BF16, the first
+    forward in eval mode without grad (an evaluation mid-training, a generation) repacks the weight in place
+    for a kernel that has no backward: every later training forward then returns outputs that carry no
+    gradient to their input, so the experts below each quantized layer silently stop learning from it."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 def check_quantized(model: nn.Module, model_name: str, quantization: Quantization) -> None:
