@@ -204,3 +204,20 @@ def test_an_evaluation_forward_leaves_the_4bit_base_differentiable(base):
         model(input_ids=inputs["input_ids"])
     after = expert_grads()
     assert all(torch.equal(a, b) for a, b in zip(before, after))
+
+
+@pytest.mark.slow
+def test_eval_cli_runs_a_4bit_checkpoint_on_the_4bit_base(four_bit_run, tmp_path, capsys, shared_data):
+    from dylora_moe.cli import main
+
+    out = tmp_path / "res.json"
+    code = main(["eval", "--model", four_bit_run.last_checkpoint, "--load_in_4bit", "--benchmarks", "mbpp",
+                 "--mbpp_path", str(shared_data / "mbpp.jsonl"), "--limit", "1", "--max_new_tokens", "8",
+                 "--output", str(out)])
+    assert code == 0
+    assert len(json.loads(out.read_text())["benchmarks"]["mbpp"]["problems"]) == 1
+    model, _ = load_model_for_inference(four_bit_run.last_checkpoint, quantization=FOUR_BIT)
+    ids = torch.randint(3, 100, (1, 6), generator=torch.Generator().manual_seed(1))
+    cached = model.generate(input_ids=ids, max_new_tokens=8, do_sample=False, use_cache=True)
+    uncached = model.generate(input_ids=ids, max_new_tokens=8, do_sample=False, use_cache=False)
+    assert torch.equal(cached, uncached)
