@@ -146,7 +146,8 @@ def child(args) -> dict:
     _, step_peak = current_and_peak(args.device)
     second_s = step()
     whole = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"variant": args.child, "baseline_rss_mib": round(baseline, 1), "after_load_mib": round(loaded, 1), "step_peak_mib": round(step_peak, 1),
+    return {"variant": args.child, "baseline_rss_mib": round(baseline, 1), "after_load_mib": round(loaded, 1),
+            "step_peak_mib": round(step_peak, 1),
             "process_peak_mib": round(whole, 1), "load_s": round(load_s, 1), "first_step_s": round(first_s, 2),
             "step_s": round(second_s, 2), "trainable": model.trainable_parameter_count()}
 

@@ -71,7 +71,8 @@ def base_fingerprint(model: torch.nn.Module) -> dict:
         sample = flat[:: max(flat.numel() // SAMPLES_PER_TENSOR, 1)][:SAMPLES_PER_TENSOR].float().cpu()
         sums[i % GROUPS] += float((sample * signs[: sample.numel()]).sum())
         squares[i % GROUPS] += float(sample.pow(2).sum())
-    fingerprint = {"shapes": shapes, "values": [round(v, 6) for v in sums], "norms": [round(q**0.5, 6) for q in squares]}
+    fingerprint = {"shapes": shapes, "values": [round(v, 6) for v in sums],
+                   "norms": [round(q**0.5, 6) for q in squares]}
     quantization = describe(model)
     if quantization is not None:
         fingerprint["quantization"] = quantization["method"]
