@@ -9,6 +9,9 @@ OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 python3 -c "import torch, transformers, peft, datasets; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'datasets', datasets.__version__, torch.cuda.get_device_name())" 2>&1 | tee "$OUT/versions.txt"
 python3 benchmarks/step_cost.py --device cuda --dtype bf16 --hidden 2048 --layers 8 --vocab 32000 --seq 1024 --batch 8 --steps 20 2>&1 | grep -v Warning | tee "$OUT/step_cost_bf16_h2048.txt"
 python3 benchmarks/step_cost.py --device cuda --dtype fp32 --steps 20 2>&1 | grep -v Warning | tee "$OUT/step_cost_fp32_h512.txt"
+# QLoRA: peak torch.cuda.max_memory_allocated of one step, bf16 base vs 4-bit NF4 base (~0.94B), and the step time
+# ratio (needs bitsandbytes, from .whl/ when the device lacks it)
+python3 benchmarks/memory.py --device cuda --seq 1024 --batch 4 2>&1 | grep -v Warning | tee "$OUT/memory_qlora_cuda.txt"
 mkdir -p /tmp/gpu
 python3 -c "from micro import save_micro_base; save_micro_base('/tmp/gpu/base')"
 python3 -m dylora_moe train --model_name /tmp/gpu/base --bf16 --output_dir /tmp/gpu/out --datasets stdlib:text \

@@ -36,6 +36,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--workers", type=int, default=None, help="programs run in parallel (default: CPUs)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: best available)")
     parser.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: the loader's)")
+    from dylora_moe.model.quantization import add_quantization_flags
+
+    add_quantization_flags(parser)
     parser.set_defaults(func=_run)
 
 
@@ -51,6 +54,7 @@ def _run(args: argparse.Namespace) -> int:
     from dylora_moe.eval.runner import evaluate, parse_ks
     from dylora_moe.eval.sandbox import SandboxConfig
     from dylora_moe.eval.table import format_table
+    from dylora_moe.model.quantization import quantization_from_args
 
     # validate everything cheap before loading a model
     benchmarks = parse_benchmarks(args.benchmarks)
@@ -60,6 +64,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.timeout <= 0 or args.memory_mb < 64 or (args.workers is not None and args.workers < 1):
         raise UserError(f"expected --timeout > 0, --memory_mb >= 64 and --workers >= 1, got {args.timeout}, "
                         f"{args.memory_mb}, {args.workers}")
+    quantization = quantization_from_args(args)
     try:
         from dylora_moe.model.loading import load_model_for_inference
     except ImportError as exc:
@@ -67,7 +72,7 @@ def _run(args: argparse.Namespace) -> int:
                         "expected a dylora-moe build with the model package; reinstall dylora-moe") from exc
 
     model, tokenizer = load_model_for_inference(args.model, base_only=args.base_model, device=args.device,
-                                                dtype=args.dtype)
+                                                dtype=args.dtype, quantization=quantization)
     results = evaluate(
         model, tokenizer, benchmarks, n=args.n, k=args.k, limit=args.limit, temperature=args.temperature,
         top_p=args.top_p, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed,

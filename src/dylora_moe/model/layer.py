@@ -1,4 +1,5 @@
-"""One adapted projection: frozen base Linear/Conv1D plus E LoRA experts mixed by a shared router.
+"""One adapted projection: frozen base Linear/Conv1D (or a 4/8-bit quantized Linear, which its own forward
+dequantizes) plus E LoRA experts mixed by a shared router.
 
 All experts' deltas are computed in two matmuls: the A matrices concatenated to rank E*r, the E*r
 activations scaled block-wise by the routing weights, then the concatenated B matrices. Sparse routing only
@@ -31,7 +32,8 @@ class MoELoRALinear(nn.Module):
         super().__init__()
         shape = linear_shape(base)
         if shape is None:
-            raise TypeError(f"cannot adapt {type(base).__name__}: only Linear and Conv1D are supported")
+            raise TypeError(f"cannot adapt {type(base).__name__}: only Linear, Conv1D and bitsandbytes "
+                            "Linear4bit/Linear8bitLt are supported")
         self.in_features, self.out_features = shape
         self.base = base
         self.r = r

@@ -28,8 +28,10 @@ def _hub_offline() -> bool:
     return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
-def load_base_model(model_name: str, dtype: str | torch.dtype | None = None, revision: str | None = None, log=print):
-    """(model, tokenizer) for a hub id, a local HF directory or `tiny`; the tokenizer always has a pad token."""
+def load_base_model(model_name: str, dtype: str | torch.dtype | None = None, revision: str | None = None, log=print,
+                    quantization=None):
+    """(model, tokenizer) for a hub id, a local HF directory or `tiny`; the tokenizer always has a pad token.
+    `quantization` (a `quantization.Quantization`) loads its Linear layers in 4 or 8 bits."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = resolve_base_name(model_name, log=log)
@@ -40,14 +42,23 @@ def load_base_model(model_name: str, dtype: str | torch.dtype | None = None, rev
             "(HF_HUB_OFFLINE=1); pass --model_name with a local model directory, or 'tiny' for the embedded base"
         )
     torch_dtype = DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
+    quantized = {}
+    if quantization is not None:
+        from dylora_moe.model.quantization import finish_quantized_load, from_pretrained_kwargs
+
+        quantized = from_pretrained_kwargs(quantization, path, model_name)
+        torch_dtype = torch_dtype or quantization.torch_dtype  # of the weights that stay unquantized
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
-        model = AutoModelForCausalLM.from_pretrained(path, revision=revision, dtype=torch_dtype or torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(path, revision=revision, dtype=torch_dtype or torch.float32,
+                                                     **quantized)
     except OSError as exc:
         raise UserError(
             f"could not load base model {model_name!r}: {str(exc).splitlines()[0]}; "
             "check the hub id (and HF_TOKEN for gated models) or pass a local directory"
         ) from None
+    if quantization is not None:
+        finish_quantized_load(model, model_name, quantization)
     ensure_pad_token(tokenizer)
     return model, tokenizer
 
@@ -63,22 +74,27 @@ def is_adapter_dir(path: str | Path) -> bool:
     return (Path(path) / ADAPTER_CONFIG_NAME).is_file()
 
 
-def build_model(model_name: str, config: DyLoRAConfig, dtype=None, log=print):
-    """Fresh DyLoRA-MoE model on a base; returns (model, tokenizer)."""
+def build_model(model_name: str, config: DyLoRAConfig, dtype=None, log=print, quantization=None):
+    """Fresh DyLoRA-MoE model on a base (quantized when `quantization` is given); returns (model, tokenizer)."""
     from dylora_moe.model.moe_model import DyLoRAMoEModel
 
-    base, tokenizer = load_base_model(model_name, dtype=dtype, revision=config.base_model_revision, log=log)
+    base, tokenizer = load_base_model(model_name, dtype=dtype, revision=config.base_model_revision, log=log,
+                                      quantization=quantization)
+    if quantization is not None:
+        from dylora_moe.model.quantization import prepare_for_kbit_training
+
+        prepare_for_kbit_training(base)
     config.base_model = config.base_model or model_name
     return DyLoRAMoEModel(base, config), tokenizer
 
 
 def load_model_for_inference(source: str, base_only: bool = False, device: str | None = None,
-                             dtype: str | None = None, log=print):
+                             dtype: str | None = None, log=print, quantization=None):
     """(model, tokenizer) in eval mode from a checkpoint dir, a store URI, or (base_only) a base model name."""
     from dylora_moe.model.adapter_io import load_adapter
 
     if base_only:
-        model, tokenizer = load_base_model(source, dtype=dtype, log=log)
+        model, tokenizer = load_base_model(source, dtype=dtype, log=log, quantization=quantization)
     else:
         directory = Path(source)
         if not is_adapter_dir(directory):
@@ -86,8 +102,10 @@ def load_model_for_inference(source: str, base_only: bool = False, device: str |
 
             directory = resolve_resume_source(source, log=log)
         config = DyLoRAConfig.load(directory)
-        model, tokenizer = build_model(config.base_model, config, dtype=dtype, log=log)
+        model, tokenizer = build_model(config.base_model, config, dtype=dtype, log=log, quantization=quantization)
         load_adapter(model, directory)
+    if quantization is not None and not device:  # its loader placed the base (on the GPU when there is one)
+        device = next(model.parameters()).device
     if device:
         model.to(device)
     model.eval()

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch.nn as nn
 from transformers.pytorch_utils import Conv1D
 
+from dylora_moe.model.quantization import quantized_shape
+
 DEFAULT_TARGETS: dict[str, list[str]] = {
     "llama": ["q_proj", "v_proj"],
     "mistral": ["q_proj", "v_proj"],
@@ -38,7 +40,11 @@ def default_targets(model_type: str) -> list[str]:
 
 
 def linear_shape(module: nn.Module) -> tuple[int, int] | None:
-    """(in_features, out_features) of a Linear or a GPT-2 style Conv1D, None for anything else."""
+    """(in_features, out_features) of a Linear, a GPT-2 style Conv1D or a bitsandbytes 4/8-bit Linear, None for
+    anything else."""
+    quantized = quantized_shape(module)
+    if quantized is not None:
+        return quantized
     if isinstance(module, nn.Linear):
         return module.in_features, module.out_features
     if isinstance(module, Conv1D):
@@ -48,7 +54,7 @@ def linear_shape(module: nn.Module) -> tuple[int, int] | None:
 
 
 def find_targets(model: nn.Module, target_modules: list[str]) -> list[tuple[str, nn.Module]]:
-    """All (qualified name, module) whose leaf name is in target_modules and that are Linear/Conv1D."""
+    """All (qualified name, module) whose leaf name is in target_modules and that are Linear/Conv1D/quantized."""
     wanted = set(target_modules)
     found = [
         (name, module)

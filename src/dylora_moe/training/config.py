@@ -46,6 +46,9 @@ class TrainConfig:
     bf16: bool = False
     fp16: bool = False
     gradient_checkpointing: bool = False
+    load_in_4bit: bool = False  # frozen base in 4-bit NF4 (QLoRA; needs bitsandbytes)
+    load_in_8bit: bool = False
+    bnb_4bit_compute_dtype: str | None = None  # float32 | bfloat16 | float16; None: follows --bf16/--fp16
     # evaluation, checkpoints, stopping
     save_steps: int = 50
     eval_steps: int | None = None  # default: save_steps
@@ -96,6 +99,11 @@ FLAG_HELP = {
     "grow_experts": "add N new immature experts to the resumed model",
     "grow_experts_from": "initialise the grown experts as copies of this expert instead of from scratch",
     "checkpoint_store": "upload checkpoints to this store URI (dir, gs://, s3://, wandb://entity/project/name)",
+    "load_in_4bit": "load the frozen base's Linear layers in 4-bit NF4 with double quantisation (QLoRA; needs "
+                    "pip install 'dylora-moe[qlora]'); the experts stay fp32",
+    "load_in_8bit": "load the frozen base's Linear layers in 8 bits (LLM.int8; needs bitsandbytes)",
+    "bnb_4bit_compute_dtype": "dtype the 4-bit layers compute in, and of the base's unquantized weights: float32, "
+                              "bfloat16 or float16 (default: bfloat16 with --bf16, float16 with --fp16, else float32)",
     "eval_steps": "evaluate every N steps (default: --save_steps)",
     "eval_benchmarks": "run code benchmarks (humaneval,mbpp) on the trained weights, sandboxed",
     "eval_benchmarks_when": "'end' of training or every 'epoch'",

@@ -61,9 +61,17 @@ def _check_flags(cfg: TrainConfig) -> None:
     if cfg.early_stopping_patience < 1:
         raise UserError(f"--early_stopping_patience must be at least 1, got {cfg.early_stopping_patience}")
     _check_datasets(cfg.data.datasets)
+    base_quantization(cfg)  # bad quantization options (or no bitsandbytes) fail before anything loads
     artifact = cfg.wandb_checkpoint_artifact or os.environ.get("WANDB_CHECKPOINT_ARTIFACT")
     if artifact and cfg.resume_from_checkpoint not in (None, "auto"):
         raise UserError("both --resume_from_checkpoint and --wandb_checkpoint_artifact were given; pass one")
+
+
+def base_quantization(cfg: TrainConfig):
+    """The `Quantization` of the frozen base this run asks for (None: full precision)."""
+    from dylora_moe.model.quantization import quantization_from_flags
+
+    return quantization_from_flags(cfg.load_in_4bit, cfg.load_in_8bit, cfg.bnb_4bit_compute_dtype, cfg.bf16, cfg.fp16)
 
 
 def _check_datasets(text: str) -> None:
@@ -119,6 +127,7 @@ def train(cfg: TrainConfig, log=_log, extra_callbacks: list | None = None) -> Tr
     from dylora_moe.data.pipeline import build_datasets
     from dylora_moe.model.adapter_io import load_adapter
     from dylora_moe.model.loading import build_model
+    from dylora_moe.model.quantization import describe as describe_quantization
     from dylora_moe.training.callbacks import EXIT_PREEMPTED, MaturitySchedule, PatienceEarlyStopping, PreemptionHandler
     from dylora_moe.training.progress import DataPositionTracker, FinalStepSave, RunEvents
     from dylora_moe.training.resume_plan import DataPosition, plan_resume
@@ -168,7 +177,7 @@ def train(cfg: TrainConfig, log=_log, extra_callbacks: list | None = None) -> Tr
 
     # 2. model and data
     set_seed(cfg.seed)
-    model, tokenizer = build_model(cfg.model_name, new_config, log=log)
+    model, tokenizer = build_model(cfg.model_name, new_config, log=log, quantization=base_quantization(cfg))
     model.label_smoothing = cfg.label_smoothing
     full_resume = resume.path is not None and not cfg.weights_only_resume
     if resume.path is not None:
@@ -270,6 +279,7 @@ def train(cfg: TrainConfig, log=_log, extra_callbacks: list | None = None) -> Tr
             "num_experts": model.num_experts, "lora_r": new_config.lora_r,
             "maturity": [bool(x) for x in model.maturity.tolist()], "datasets": data.sources,
             "dataset_fingerprint": data.fingerprint, "world_size": world,
+            "base_quantization": describe_quantization(model.base_model),
         }
 
     trainer = DyLoRATrainer(
