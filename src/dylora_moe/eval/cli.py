@@ -60,6 +60,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.timeout <= 0 or args.memory_mb < 64 or (args.workers is not None and args.workers < 1):
         raise UserError(f"expected --timeout > 0, --memory_mb >= 64 and --workers >= 1, got {args.timeout}, "
                         f"{args.memory_mb}, {args.workers}")
+    from dylora_moe.writable import check_writable_file
+
+    check_writable_file(args.output, "--output")  # before the evaluation whose results it would lose
     try:
         from dylora_moe.model.loading import load_model_for_inference
     except ImportError as exc:

@@ -18,13 +18,15 @@ from pathlib import Path
 import torch
 from transformers import Trainer
 
-from dylora_moe.checkpoint.manifest import list_checkpoints, publish_atomically, write_manifest
+from dylora_moe.checkpoint.manifest import find_latest_checkpoint, list_checkpoints, publish_atomically, write_manifest
+from dylora_moe.errors import UserError
 from dylora_moe.model.adapter_io import load_adapter, save_adapter
 from dylora_moe.training.resume_plan import ResumePlan
 from dylora_moe.training.rng import load_rng_state, save_rng_state
 from dylora_moe.training.optimizer_growth import (optimizer_param_names, remap_optimizer_state,
                                                   save_optimizer_param_names, saved_param_names)
 from dylora_moe.training.state import DyLoRATrainingState
+from dylora_moe.writable import disk_reason, is_disk_error
 
 TRAINER_STATE_NAME = "trainer_state.json"
 RUN_CONFIG_NAME = "run_config.json"
@@ -137,6 +139,22 @@ class DyLoRATrainer(Trainer):
 
     # ------------------------------------------------------------------ checkpoints: save
     def _save_checkpoint(self, model, trial):
+        """Write the checkpoint; a full or read-only disk ends the run in one line, the previous one intact."""
+        try:
+            self._write_checkpoint(model, trial)
+        except Exception as exc:
+            if not is_disk_error(exc):
+                raise
+            run_dir = Path(self._get_output_dir(trial=trial))
+            step = self.state.global_step
+            shutil.rmtree(run_dir / f".tmp-checkpoint-{step}-0", ignore_errors=True)  # give the space back
+            previous = find_latest_checkpoint(run_dir, verify=False, log=lambda *_: None)
+            kept = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
+            raise UserError(f"cannot write checkpoint-{step} into {run_dir}: {disk_reason(exc)}; {kept}; free "
+                            "some space (or choose a writable --output_dir), then resume with "
+                            "--resume_from_checkpoint auto") from None
+
+    def _write_checkpoint(self, model, trial):
         step = self.state.global_step
         run_dir = Path(self._get_output_dir(trial=trial))
         final = run_dir / f"checkpoint-{step}"
