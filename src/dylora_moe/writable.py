@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -43,6 +44,17 @@ def is_disk_error(exc: BaseException) -> bool:
     return disk_reason(exc) is not None
 
 
+LOW_SPACE = 1 << 20  # bytes
+
+
+def disk_full(path: str | Path) -> bool:
+    """Less than 1 MiB free where `path` lives: torch.save reports ENOSPC only as 'unexpected pos ...'."""
+    try:
+        return shutil.disk_usage(path).free < LOW_SPACE
+    except OSError:
+        return False
+
+
 def check_writable_file(path: str | Path, flag: str) -> None:
     """Raise now if `path` (a file to be written later) could not be created: probe its directory."""
     path = Path(path)
@@ -56,4 +68,4 @@ def check_writable_file(path: str | Path, flag: str) -> None:
         if path.exists() and not os.access(path, os.W_OK):
             raise PermissionError(errno.EACCES, "Permission denied", str(path))
     except OSError as exc:
-        raise disk_error(exc, f"{flag} {path}") from None
+        raise disk_error(OSError(exc.errno, exc.strerror), f"{flag} {path}") from None  # not the probe's name

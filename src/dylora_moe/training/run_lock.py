@@ -64,13 +64,13 @@ def run_lock(output_dir: str | Path, enabled: bool = True) -> Iterator[None]:
         output_dir.mkdir(parents=True, exist_ok=True)
         fd = _acquire(path)
     except OSError as exc:
-        raise disk_error(exc, f"--output_dir {output_dir}") from None
+        raise disk_error(OSError(exc.errno, exc.strerror), f"--output_dir {output_dir}") from None
     try:
         try:
             os.ftruncate(fd, 0)
             os.write(fd, str(os.getpid()).encode())
         except OSError as exc:
-            raise disk_error(exc, f"--output_dir {output_dir}") from None
+            raise disk_error(OSError(exc.errno, exc.strerror), f"--output_dir {output_dir}") from None
         yield
     finally:
         with contextlib.suppress(OSError):

@@ -26,7 +26,7 @@ from dylora_moe.training.rng import load_rng_state, save_rng_state
 from dylora_moe.training.optimizer_growth import (optimizer_param_names, remap_optimizer_state,
                                                   save_optimizer_param_names, saved_param_names)
 from dylora_moe.training.state import DyLoRATrainingState
-from dylora_moe.writable import disk_reason, is_disk_error
+from dylora_moe.writable import disk_full, disk_reason, is_disk_error
 
 TRAINER_STATE_NAME = "trainer_state.json"
 RUN_CONFIG_NAME = "run_config.json"
@@ -143,14 +143,16 @@ class DyLoRATrainer(Trainer):
         try:
             self._write_checkpoint(model, trial)
         except Exception as exc:
-            if not is_disk_error(exc):
-                raise
             run_dir = Path(self._get_output_dir(trial=trial))
+            full = disk_full(run_dir)  # measured before the partial save is removed
+            if not full and not is_disk_error(exc):
+                raise
             step = self.state.global_step
             shutil.rmtree(run_dir / f".tmp-checkpoint-{step}-0", ignore_errors=True)  # give the space back
             previous = find_latest_checkpoint(run_dir, verify=False, log=lambda *_: None)
             kept = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
-            raise UserError(f"cannot write checkpoint-{step} into {run_dir}: {disk_reason(exc)}; {kept}; free "
+            reason = "No space left on device" if full else disk_reason(exc)
+            raise UserError(f"cannot write checkpoint-{step} into {run_dir}: {reason}; {kept}; free "
                             "some space (or choose a writable --output_dir), then resume with "
                             "--resume_from_checkpoint auto") from None
 
