@@ -114,7 +114,7 @@ def test_checkpoints_list_on_a_regular_file_and_on_a_missing_path(tmp_path):
     proc = run_cli("checkpoints", "list", str(regular))
     assert proc.returncode == 2
     assert one_error_line(proc) == (
-        f"error: store {regular} is a regular file, not a checkpoint store directory; give a directory (new or "
+        f"error: store {regular} is a file, not a checkpoint store directory; give a directory (new or "
         "holding index.json) or a gs://, s3://, wandb:// URI")
     missing = tmp_path / "nope"
     proc = run_cli("checkpoints", "list", str(missing))

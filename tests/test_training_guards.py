@@ -135,7 +135,7 @@ def test_regular_file_as_checkpoint_store_is_refused_before_training(tmp_path):
     proc = run_cli("train", "--output_dir", str(tmp_path / "out"), "--checkpoint_store", str(store))
     assert proc.returncode == 2
     assert one_error_line(proc) == (
-        f"error: --checkpoint_store {store} is a regular file, not a checkpoint store directory; give a directory "
+        f"error: --checkpoint_store {store} is a file, not a checkpoint store directory; give a directory "
         "(new or holding index.json) or a gs://, s3://, wandb:// URI")
     assert not (tmp_path / "out").exists()
 

@@ -94,7 +94,7 @@ def check_local_store(uri: str, flag: str, must_exist: bool) -> None:
     if path is None:
         return
     if path.exists() and not path.is_dir():
-        raise UserError(f"{flag} {uri} is a regular file, not a checkpoint store directory; give a directory "
+        raise UserError(f"{flag} {uri} is a file, not a checkpoint store directory; give a directory "
                         "(new or holding index.json) or a gs://, s3://, wandb:// URI")
     if must_exist and not path.exists():
         raise UserError(f"{flag} {uri} does not exist; give an existing store directory or a gs://, s3://, "
