@@ -10,7 +10,7 @@ from helpers_tokenizer import make_test_tokenizer
 
 from dylora_moe.data.config import DataConfig
 from dylora_moe.data.loading import load_source
-from dylora_moe.data.pipeline import build_datasets, dropped_rows_lines
+from dylora_moe.data.pipeline import build_datasets
 from dylora_moe.data.registry import parse_datasets
 from dylora_moe.errors import UserError
 from train_helpers import cli_args, one_error_line, run_cli
@@ -39,6 +39,8 @@ def _error(text: str) -> str:
 
 
 def test_dropped_rows_are_counted_per_source_and_reason(tok, tmp_path):
+    from dylora_moe.data.pipeline import dropped_rows_lines
+
     rows = [GOOD] * 90 + [{"instruction": "Say hi.", "output": None}] * 6 + [{"instruction": "", "output": "x"}] * 4
     data = build_datasets(DataConfig(datasets=f"mine={_jsonl(tmp_path / 'r.jsonl', rows)}", eval_fraction=0.1), tok)
     assert data.stats["sources"]["mine"]["dropped"] == {"empty instruction": 4, "empty response": 6}

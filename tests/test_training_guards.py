@@ -18,7 +18,6 @@ import pytest
 
 from dylora_moe.checkpoint.manifest import find_latest_checkpoint, sha256_file, verify_checkpoint
 from dylora_moe.errors import UserError
-from dylora_moe.training.run_lock import LOCK_NAME, run_lock
 from train_helpers import cli_args, cli_env, micro_config, one_error_line, run, run_cli
 
 pytestmark = pytest.mark.slow
@@ -69,6 +68,8 @@ def test_overwrite_output_dir_replaces_the_old_run_and_the_summary_names_the_new
 
 
 def test_second_run_into_a_busy_output_dir_gets_one_line_and_sigkill_leaves_no_stale_lock(base, tmp_path):
+    from dylora_moe.training.run_lock import LOCK_NAME, run_lock
+
     out = tmp_path / "out"
     first = subprocess.Popen([sys.executable, "-m", "dylora_moe", *cli_args(base, out, "--num_epochs", "50")],
                              env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -316,7 +316,9 @@ def _train(cfg: TrainConfig, log, extra_callbacks: list | None) -> TrainResult:
     from dylora_moe.checkpoint.manifest import find_latest_checkpoint
 
     state = trainer.state
-    last = find_latest_checkpoint(output_dir, verify=False, log=lambda *_: None) if is_main else None
+    last = None
+    if is_main:  # this run's own last save; else (nothing saved) the newest one there
+        last = trainer.last_saved_checkpoint or find_latest_checkpoint(output_dir, verify=False, log=lambda *_: None)
     preempted = preemption.requested
     result = TrainResult(
         global_step=state.global_step, epoch=state.epoch or 0.0, best_metric=state.best_metric,

@@ -85,6 +85,7 @@ class DyLoRATrainer(Trainer):
         # ours, not HF's `args.save_total_limit`: with a limit of 1 HF deletes the last checkpoint at the end of
         # training when it is not the best one, which would lose the point to resume from
         self.save_total_limit: int | None = None
+        self.last_saved_checkpoint: Path | None = None  # this run's newest save (the summary names it)
         self.train_stats = MoEStatsAccumulator()
         self.eval_stats = MoEStatsAccumulator()
         self.log_fn = log
@@ -190,6 +191,7 @@ class DyLoRATrainer(Trainer):
         if main:
             write_manifest(tmp, self.metadata_fn())
             publish_atomically(tmp, final)
+            self.last_saved_checkpoint = final
             self._rotate_checkpoints_keeping_best(run_dir)
         self.accelerator.wait_for_everyone()
 
