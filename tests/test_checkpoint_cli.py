@@ -48,7 +48,7 @@ def test_download_and_verify(store_dir, tmp_path, capsys):
     assert captured.out == f"{dest}\n"
     assert captured.err == f"downloaded {store_dir}:v1 (5405 bytes) to {dest}\n"
     assert main(["checkpoints", "verify", str(dest)]) == 0
-    assert capsys.readouterr().out == f"OK {dest}: 3 files match the manifest\n"
+    assert capsys.readouterr().out == f"OK {dest}: 3 files match the manifest and parse\n"
     (dest / "experts" / "expert_0.bin").write_bytes(b"expert-21")
     assert main(["checkpoints", "verify", str(dest)]) == 2
     assert capsys.readouterr().err == (

@@ -177,7 +177,8 @@ def test_dataconfig_defaults():
     assert dataclasses.asdict(DataConfig()) == {
         "datasets": "stdlib", "max_seq_length": 256, "training_subset": 100.0, "eval_subset": 100.0,
         "eval_fraction": 0.05, "seed": 42, "train_on_prompt": False, "use_chat_template": False,
-        "drop_truncated": False, "mixing": "concat", "mix_weights": None, "max_examples_per_dataset": None}
+        "drop_truncated": False, "mixing": "concat", "mix_weights": None, "max_examples_per_dataset": None,
+        "max_dropped_fraction": 0.5}
 
 
 def test_a_datasets_held_out_rows_do_not_depend_on_mixing_or_other_datasets(tok, files):

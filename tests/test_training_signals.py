@@ -8,38 +8,18 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 
 from dylora_moe.training.callbacks import EXIT_PREEMPTED
-from train_helpers import ALPACA, adapter_weights, max_weight_diff, micro_config, run
+from train_helpers import ALPACA, adapter_weights, cli_args, cli_env, max_weight_diff, micro_config, run
 
 pytestmark = pytest.mark.slow
-SRC = str(Path(__file__).resolve().parents[1] / "src")
-
-
-def cli_args(base: str, out: Path, *extra: str) -> list[str]:
-    """The same run as train_helpers.micro_config, spelled as command-line flags."""
-    return [
-        "train", "--model_name", base, "--output_dir", str(out), "--num_epochs", "2", "--save_steps", "100",
-        "--eval_steps", "3", "--logging_steps", "1", "--train_batch_size", "4", "--eval_batch_size", "8",
-        "--gradient_accumulation_steps", "2", "--lora_dropout", "0.1", "--learning_rate", "5e-3",
-        "--warmup_ratio", "0.1", "--mature_after_steps", "-1", "--report_to", "none",
-        "--datasets", f"code_alpaca={ALPACA}", "--max_seq_length", "96", "--max_examples_per_dataset", "60",
-        "--eval_fraction", "0.1", *extra,
-    ]
-
-
-def _env() -> dict:
-    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    env.pop("WANDB_API_KEY", None)
-    return env
 
 
 def test_sigterm_saves_exits_143_and_auto_resume_matches_uninterrupted(base, tmp_path):
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "dylora_moe", *cli_args(base, out)], env=_env(),
+    proc = subprocess.Popen([sys.executable, "-m", "dylora_moe", *cli_args(base, out)], env=cli_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen_losses = 0
     lines = []
@@ -63,7 +43,7 @@ def test_sigterm_saves_exits_143_and_auto_resume_matches_uninterrupted(base, tmp
     assert f"preempted (SIGTERM) at step {stopped_at}" in log
 
     resumed = subprocess.run([sys.executable, "-m", "dylora_moe", *cli_args(base, out, "--resume_from_checkpoint", "auto")],
-                             env=_env(), capture_output=True, text=True, timeout=300)
+                             env=cli_env(), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"auto: newest complete checkpoint is {checkpoints[0]}" in resumed.stderr
     uninterrupted = run(micro_config(base, tmp_path / "full"))
@@ -74,7 +54,7 @@ def test_sigterm_saves_exits_143_and_auto_resume_matches_uninterrupted(base, tmp
 def test_auto_resume_with_nothing_to_resume_starts_fresh_and_says_so(base, tmp_path):
     result = subprocess.run([sys.executable, "-m", "dylora_moe",
                              *cli_args(base, tmp_path / "out", "--auto_resume", "--max_steps", "1")],
-                            env=_env(), capture_output=True, text=True, timeout=300)
+                            env=cli_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"auto: no checkpoint found in {tmp_path / 'out'}; starting fresh" in result.stderr
 
@@ -98,7 +78,7 @@ KILL_DURING_SAVE = textwrap.dedent("""
 def test_sigkill_while_saving_leaves_previous_checkpoint(base, tmp_path):
     out, flag = tmp_path / "out", tmp_path / "flag"
     proc = subprocess.Popen([sys.executable, "-c", KILL_DURING_SAVE, str(flag), *cli_args(base, out, "--save_steps", "3")],
-                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
     while not flag.exists():
         assert proc.poll() is None and time.monotonic() < deadline, "the run ended before saving checkpoint-6"

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -13,6 +17,39 @@ from dylora_moe.training.config import TrainConfig
 from dylora_moe.training.run import train
 
 ALPACA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "code_alpaca_2k.json"
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def cli_args(base: str, out: Path, *extra: str) -> list[str]:
+    """The same run as micro_config (but checkpoints every 100 steps), spelled as command-line flags."""
+    return [
+        "train", "--model_name", base, "--output_dir", str(out), "--num_epochs", "2", "--save_steps", "100",
+        "--eval_steps", "3", "--logging_steps", "1", "--train_batch_size", "4", "--eval_batch_size", "8",
+        "--gradient_accumulation_steps", "2", "--lora_dropout", "0.1", "--learning_rate", "5e-3",
+        "--warmup_ratio", "0.1", "--mature_after_steps", "-1", "--report_to", "none",
+        "--datasets", f"code_alpaca={ALPACA}", "--max_seq_length", "96", "--max_examples_per_dataset", "60",
+        "--eval_fraction", "0.1", *extra,
+    ]
+
+
+def cli_env() -> dict:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("WANDB_API_KEY", None)
+    return env
+
+
+def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`python -m dylora_moe ARGS` in a real subprocess."""
+    return subprocess.run([sys.executable, "-m", "dylora_moe", *args], env=cli_env(), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def one_error_line(proc: subprocess.CompletedProcess) -> str:
+    """The CLI's single `error: ...` line; fails when stderr holds a traceback or more than one error line."""
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    errors = re.findall(r"error: [^\r\n]*", proc.stderr)  # may follow an unfinished progress bar
+    assert len(errors) == 1, proc.stderr[-3000:]
+    return errors[0]
 
 
 def micro_config(base: str, output_dir, **overrides) -> TrainConfig:

@@ -56,6 +56,11 @@ def main(argv: list[str] | None = None) -> int:
         print("error: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
+        from dylora_moe.writable import disk_error, is_disk_error
+
+        if is_disk_error(exc):  # a full or read-only disk found late (after the up-front checks)
+            print(f"error: {disk_error(exc, str(exc.filename or 'a file'))}", file=sys.stderr)
+            return 2
         cause = network_error(exc)
         if cause is None:
             raise

@@ -49,8 +49,9 @@ def _stderr(message: str) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from dylora_moe.checkpoint.stores.uri import open_store
+    from dylora_moe.checkpoint.stores.uri import check_local_store, open_store
 
+    check_local_store(args.uri, "store", must_exist=True)
     store, _ref = open_store(args.uri)
     versions = store.list_versions()
     if not versions:
@@ -119,12 +120,24 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from dylora_moe.checkpoint.manifest import verify_checkpoint
 
     if _is_local_checkpoint(args.uri) or Path(args.uri).is_dir() and not (Path(args.uri) / "index.json").exists():
+        _refuse_output_dir(Path(args.uri))
         manifest = verify_checkpoint(args.uri)
-        print(f"OK {args.uri}: {len(manifest['files'])} files match the manifest")
+        print(f"OK {args.uri}: {len(manifest['files'])} files match the manifest and parse")
         return 0
     from dylora_moe.checkpoint.resolve import resolve_resume_source
 
     path = resolve_resume_source(args.uri, log=_stderr)
     manifest = verify_checkpoint(path)
-    print(f"OK {args.uri}: {len(manifest['files'])} files match the manifest ({path})")
+    print(f"OK {args.uri}: {len(manifest['files'])} files match the manifest and parse ({path})")
     return 0
+
+
+def _refuse_output_dir(path: Path) -> None:
+    """A training output dir is not a checkpoint: name its checkpoints instead of calling it interrupted."""
+    from dylora_moe.checkpoint.manifest import MANIFEST_NAME, list_checkpoints
+    from dylora_moe.errors import UserError
+
+    found = list_checkpoints(path)
+    if found and not (path / MANIFEST_NAME).exists():
+        raise UserError(f"{path} is a training output directory, not a checkpoint; verify one of its {len(found)} "
+                        f"checkpoints, e.g. {found[-1][1]}")

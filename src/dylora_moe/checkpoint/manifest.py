@@ -3,7 +3,7 @@
 Why: a resumed run must never start from a half-written or corrupted checkpoint. Every checkpoint
 directory carries `manifest.json` (each file's size and sha256 plus run metadata) and, written last,
 a `COMPLETE` marker. A directory without the marker is a save that was interrupted and is ignored;
-a file that does not match the manifest is reported by name.
+a file that does not match the manifest, or does not parse, is reported by name.
 """
 
 from __future__ import annotations
@@ -112,6 +112,8 @@ def verify_checkpoint(ckpt_dir: str | Path, require_complete: bool = True) -> di
     ckpt_dir = Path(ckpt_dir)
     if not ckpt_dir.is_dir():
         raise CheckpointError(f"checkpoint {ckpt_dir} does not exist or is not a directory")
+    if not (ckpt_dir / MANIFEST_NAME).is_file():
+        read_manifest(ckpt_dir)  # raises: says what the directory lacks
     if require_complete and not (ckpt_dir / COMPLETE_MARKER).is_file():
         raise CheckpointError(
             f"checkpoint {ckpt_dir} is incomplete (no {COMPLETE_MARKER} marker): a save was interrupted; "
@@ -136,6 +138,11 @@ def verify_checkpoint(ckpt_dir: str | Path, require_complete: bool = True) -> di
             )
         if sha256_file(path) != entry.get("sha256"):
             raise CheckpointError(f"checkpoint {ckpt_dir}: file {rel} fails its sha256 check (corrupted)")
+    from dylora_moe.checkpoint.parse_check import first_parse_problem
+
+    problem = first_parse_problem(ckpt_dir, sorted(manifest["files"]))
+    if problem is not None:
+        raise CheckpointError(f"checkpoint {ckpt_dir}: file {problem[0]} {problem[1]}")
     return manifest
 
 
@@ -202,6 +209,16 @@ def publish_atomically(tmp_dir: str | Path, final_dir: str | Path) -> Path:
     return final_dir
 
 
+def incomplete_reason(ckpt_dir: str | Path) -> str | None:
+    """Why a checkpoint directory is not a finished save (None when it is): no manifest, or no marker."""
+    ckpt_dir = Path(ckpt_dir)
+    if not (ckpt_dir / MANIFEST_NAME).is_file():
+        return f"no {MANIFEST_NAME} (not written by dylora-moe, or damaged)"
+    if not (ckpt_dir / COMPLETE_MARKER).is_file():
+        return f"incomplete (no {COMPLETE_MARKER} marker) — a save was interrupted"
+    return None
+
+
 def is_complete(ckpt_dir: str | Path) -> bool:
     """True when the save finished: the marker and the manifest are both present (no hashing)."""
     ckpt_dir = Path(ckpt_dir)
@@ -226,8 +243,9 @@ def find_latest_checkpoint(
 ) -> Path | None:
     """Newest complete checkpoint that verifies; newer partial or corrupt ones are skipped and reported."""
     for _step, path in reversed(list_checkpoints(output_dir)):
-        if not is_complete(path):
-            log(f"skipping {path.name}: incomplete (no {COMPLETE_MARKER} marker) — a save was interrupted")
+        reason = incomplete_reason(path)
+        if reason is not None:
+            log(f"skipping {path.name}: {reason}")
             continue
         if verify:
             try:

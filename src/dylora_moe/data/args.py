@@ -28,6 +28,9 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--mixing", choices=("concat", "interleave"), default=d.mixing)
     g.add_argument("--mix_weights", default=None, help="NAME=W,... for --mixing interleave")
     g.add_argument("--max_examples_per_dataset", type=int, default=None, help="cap per dataset before the split")
+    g.add_argument("--max_dropped_fraction", type=float, default=d.max_dropped_fraction,
+                   help="refuse a dataset whose share of unusable rows (empty instruction or response) is larger; "
+                        "1 trains on whatever is usable (default: %(default)s)")
 
 
 def config_from_args(args: argparse.Namespace) -> DataConfig:
@@ -37,4 +40,5 @@ def config_from_args(args: argparse.Namespace) -> DataConfig:
         train_on_prompt=args.train_on_prompt, use_chat_template=args.use_chat_template,
         drop_truncated=args.drop_truncated, mixing=args.mixing, mix_weights=args.mix_weights,
         max_examples_per_dataset=args.max_examples_per_dataset,
+        max_dropped_fraction=getattr(args, "max_dropped_fraction", DataConfig.max_dropped_fraction),
     )

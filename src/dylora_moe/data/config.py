@@ -21,6 +21,7 @@ class DataConfig:
     mixing: str = "concat"  # or "interleave"
     mix_weights: str | None = None  # "code_alpaca=0.7,mbpp=0.3" for interleave
     max_examples_per_dataset: int | None = None  # cap per source before the split (tests, CPU runs)
+    max_dropped_fraction: float = 0.5  # refuse a source that loses more of its rows than this as unusable
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -105,6 +105,8 @@ def _is_network_error(exc: BaseException) -> bool:
 
 def _load_file(spec: DatasetSpec) -> LoadedSource:
     path = Path(spec.path).expanduser()
+    if path.is_dir():
+        raise UserError(f"dataset '{spec.name}': {spec.path} is a directory; give a json, jsonl or parquet file")
     if not path.is_file():
         raise UserError(f"dataset '{spec.name}': file {spec.path} does not exist; give a json, jsonl or parquet file")
     suffix = path.suffix.lower()
@@ -133,23 +135,56 @@ def _load_file(spec: DatasetSpec) -> LoadedSource:
 
 
 def _parse_rows(name: str, path: Path, suffix: str, data: bytes) -> list[dict]:
-    try:
-        if suffix == ".parquet":
+    if suffix == ".parquet":
+        try:
             import io
 
             import pyarrow.parquet as pq
 
-            return pq.read_table(io.BytesIO(data)).to_pylist()
+            return _objects(name, path, enumerate(pq.read_table(io.BytesIO(data)).to_pylist(), 1), "row")
+        except (ValueError, OSError) as exc:
+            raise UserError(f"dataset '{name}': cannot read {path.name} as parquet ({exc}); check the file") from exc
+    try:
         text = data.decode("utf-8-sig")
-        if suffix == ".json" and text.lstrip().startswith(("[", "{")):
-            try:
-                loaded = json.loads(text)
-            except json.JSONDecodeError:
-                loaded = None  # maybe JSON lines saved as .json
-            if isinstance(loaded, dict) and isinstance(loaded.get("data"), list):
-                loaded = loaded["data"]
-            if isinstance(loaded, list):
-                return [r for r in loaded if isinstance(r, dict)]
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
-    except (ValueError, OSError) as exc:
-        raise UserError(f"dataset '{name}': cannot read {path.name} as {suffix[1:]} ({exc}); check the file") from exc
+    except UnicodeDecodeError as exc:
+        raise UserError(f"dataset '{name}': {path.name} is not UTF-8 text ({exc}); check the file") from exc
+    if suffix == ".json" and text.lstrip().startswith(("[", "{")):
+        try:
+            loaded = json.loads(text)
+        except json.JSONDecodeError:
+            loaded = None  # maybe JSON lines saved as .json
+        if isinstance(loaded, dict) and isinstance(loaded.get("data"), list):
+            loaded = loaded["data"]
+        elif isinstance(loaded, dict):
+            raise UserError(f"dataset '{name}': {path.name} holds one JSON object, not a list of rows; expected a "
+                            "list of objects ([{...}, ...], or {\"data\": [...]}) or one object per line (jsonl)")
+        if isinstance(loaded, list):
+            return _objects(name, path, enumerate(loaded, 1), "item")
+    return _objects(name, path, _json_lines(name, path, text), "line")
+
+
+def _json_lines(name: str, path: Path, text: str):
+    """(line number, value) of each non-blank line; a malformed line is reported by its own number."""
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"dataset '{name}': line {number} of {path.name} is not valid JSON ({exc.msg} at column "
+                            f"{exc.colno}); fix or remove that line") from None
+
+
+_KINDS = {int: "a number", float: "a number", bool: "a boolean", str: "a string", list: "a list", type(None): "null"}
+
+
+def _objects(name: str, path: Path, numbered, unit: str) -> list[dict]:
+    """The rows, each a JSON object; anything else (a bare number, a list) is refused by its position."""
+    rows = []
+    for number, row in numbered:
+        if not isinstance(row, dict):
+            raise UserError(f"dataset '{name}': {unit} {number} of {path.name} is {_KINDS.get(type(row), 'not an object')}"
+                            f", not a JSON object; expected one object per row with the dataset's columns "
+                            "(e.g. instruction/output)")
+        rows.append(row)
+    return rows

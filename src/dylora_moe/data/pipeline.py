@@ -51,14 +51,16 @@ def build_datasets(cfg: DataConfig, tokenizer) -> PreparedData:
     stats: dict = {"sources": {}, "mixing": cfg.mixing}
     per_source: dict[str, list[Example]] = {}
     for src in loaded:
-        examples, skipped = _examples(src)
+        examples, dropped, considered = _examples(src)
+        _check_dropped(cfg, src.spec.name, dropped, considered)
+        skipped = sum(dropped.values())
         capped = cap(examples, cfg.max_examples_per_dataset, rng_for(cfg.seed, "cap", src.spec.name))
         if not capped:
             raise UserError(f"dataset '{src.spec.name}' has no usable rows (of {len(src.rows)}); "
                             "check that the file holds instruction/response pairs")
         per_source[src.spec.name] = capped
         stats["sources"][src.spec.name] = {"rows": len(src.rows), "examples": len(examples),
-                                           "skipped_empty": skipped, "used": len(capped)}
+                                           "skipped_empty": skipped, "dropped": dropped, "used": len(capped)}
 
     train_ex, eval_ex = _split_and_mix(cfg, names, per_source)
     train_ex = random_subset(train_ex, cfg.training_subset, rng_for(cfg.seed, "training_subset"))
@@ -74,8 +76,9 @@ def build_datasets(cfg: DataConfig, tokenizer) -> PreparedData:
     train_ds, stats["train"], train_sha, train_sources = _encode(cfg, tokenizer, train_ex, chat)
     eval_ds, stats["eval"], eval_sha, _ = _encode(cfg, tokenizer, eval_ex, chat)
     if len(train_ds) == 0:
-        raise UserError(f"no training examples left after truncation at --max_seq_length {cfg.max_seq_length}; "
-                        "raise --max_seq_length or drop --drop_truncated")
+        why = "truncation" if cfg.drop_truncated else "dropping prompts that do not fit"
+        raise UserError(f"no training examples left after {why} at --max_seq_length {cfg.max_seq_length}; "
+                        "raise --max_seq_length" + (" or drop --drop_truncated" if cfg.drop_truncated else ""))
     for split in ("train", "eval"):
         s = stats[split]
         log.info("data %s: %d examples, %d truncated at %d tokens, %d dropped (%d truncated, %d prompt too long)",
@@ -83,7 +86,7 @@ def build_datasets(cfg: DataConfig, tokenizer) -> PreparedData:
                  s["dropped_truncated"], s["dropped_prompt_too_long"])
 
     inputs = {
-        "config": {**cfg.to_dict(), "datasets": names},  # paths live in the sources' identities
+        "config": _fingerprinted(cfg, names),  # paths live in the sources' identities
         "sources": [{"name": src.spec.name, **src.identity, "rows": len(src.rows)} for src in loaded],
         "template": _template_identity(tokenizer, chat),
         "tokenizer": tokenizer_identity(tokenizer),
@@ -104,24 +107,60 @@ def _check(cfg: DataConfig) -> None:
         raise UserError(f"--mixing must be 'concat' or 'interleave', got '{cfg.mixing}'")
     if cfg.mix_weights and cfg.mixing != "interleave":
         raise UserError("--mix_weights only applies with --mixing interleave; add --mixing interleave or drop it")
+    if not 0 <= cfg.max_dropped_fraction <= 1:  # also false for NaN
+        raise UserError(f"--max_dropped_fraction must be between 0 and 1, got {cfg.max_dropped_fraction}")
     if cfg.max_examples_per_dataset is not None and cfg.max_examples_per_dataset < 1:
         raise UserError(f"--max_examples_per_dataset must be at least 1, got {cfg.max_examples_per_dataset}")
 
 
-def _examples(src: LoadedSource) -> tuple[list[Example], int]:
-    """Map rows with the source's format; rows without instruction or response are skipped and counted."""
+def _fingerprinted(cfg: DataConfig, names: list[str]) -> dict:
+    """The options that decide the prepared rows (a refusal threshold does not change them)."""
+    values = {**cfg.to_dict(), "datasets": names}
+    values.pop("max_dropped_fraction", None)
+    return values
+
+
+def _examples(src: LoadedSource) -> tuple[list[Example], dict[str, int], int]:
+    """Map rows with the source's format; returns the examples, the unusable rows counted by reason, and how
+    many rows were considered (rows the format excludes on purpose, e.g. MBPP's test tasks, are not)."""
     out: list[Example] = []
-    skipped = 0
+    dropped = {"empty instruction": 0, "empty response": 0}
+    considered = 0
     for row in src.rows:
         mapped = src.row_format.to_example(row)
         if mapped is None:
             continue  # deliberately excluded (e.g. MBPP tasks outside the train split)
+        considered += 1
         instruction, inp, response = mapped
         if not instruction.strip() or not response.strip():
-            skipped += 1
+            dropped["empty instruction" if not instruction.strip() else "empty response"] += 1
             continue
         out.append((src.spec.name, instruction, inp, response))
-    return out, skipped
+    return out, {k: v for k, v in dropped.items() if v}, considered
+
+
+def _check_dropped(cfg: DataConfig, name: str, dropped: dict[str, int], considered: int) -> None:
+    count = sum(dropped.values())
+    if considered and count / considered > cfg.max_dropped_fraction:
+        raise UserError(
+            f"dataset '{name}': {count} of {considered} rows are unusable ({_reasons(dropped)}), more than "
+            f"--max_dropped_fraction {cfg.max_dropped_fraction:g}; check the file's columns, or pass "
+            f"--max_dropped_fraction 1 to train on the {considered - count} usable row(s)"
+        )
+
+
+def _reasons(dropped: dict[str, int]) -> str:
+    return ", ".join(f"{n} {reason}" for reason, n in dropped.items())
+
+
+def dropped_rows_lines(stats: dict) -> list[str]:
+    """One line per source that lost rows: how many, of how many, and why (for the run's log)."""
+    lines = []
+    for name, s in stats.get("sources", {}).items():
+        if s.get("dropped"):
+            lines.append(f"{name}: {sum(s['dropped'].values())} of {s['rows']} rows dropped as unusable "
+                         f"({_reasons(s['dropped'])})")
+    return lines
 
 
 def _split_and_mix(cfg: DataConfig, names: list[str], per_source: dict[str, list[Example]]):

@@ -65,6 +65,9 @@ def _run(args: argparse.Namespace) -> int:
         raise UserError(f"expected --timeout > 0, --memory_mb >= 64 and --workers >= 1, got {args.timeout}, "
                         f"{args.memory_mb}, {args.workers}")
     quantization = quantization_from_args(args)
+    from dylora_moe.writable import check_writable_file
+
+    check_writable_file(args.output, "--output")  # before the evaluation whose results it would lose
     try:
         from dylora_moe.model.loading import load_model_for_inference
     except ImportError as exc:

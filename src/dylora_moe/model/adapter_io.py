@@ -56,7 +56,7 @@ def check_compatible(saved: DyLoRAConfig, current: DyLoRAConfig, source: str) ->
         saved_value, current_value = getattr(saved, name), getattr(current, name)
         if name == "target_modules":
             saved_value, current_value = sorted(saved_value or []), sorted(current_value or [])
-        if name == "base_model" and (not saved_value or not current_value):
+        if name == "base_model" and (not saved_value or not current_value or _moved_local_base(saved, current)):
             continue
         if saved_value != current_value:
             raise UserError(
@@ -64,6 +64,13 @@ def check_compatible(saved: DyLoRAConfig, current: DyLoRAConfig, source: str) ->
                 f"pass {flag} {_as_flag(saved_value)} to match the checkpoint"
                 + (" (or --grow_experts to add experts)" if name == "num_experts" else "")
             )
+
+
+def _moved_local_base(saved: DyLoRAConfig, current: DyLoRAConfig) -> bool:
+    """The saved local base directory is gone and the model's base is another local directory: the base was
+    moved, so its weights' fingerprint (checked on load) decides, not its path."""
+    return (bool(saved.base_fingerprint) and not Path(saved.base_model).expanduser().exists()
+            and Path(current.base_model).expanduser().is_dir())
 
 
 def _as_flag(value) -> str:

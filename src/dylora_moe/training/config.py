@@ -7,9 +7,11 @@ library API and the command line cannot drift apart. Data options live in `DataC
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from dylora_moe.data.config import DataConfig
+from dylora_moe.errors import UserError
 
 
 @dataclass
@@ -30,6 +32,7 @@ class TrainConfig:
     mature_after_steps: int | None = None  # explicit step instead of maturity_ratio; -1 = never
     # optimisation
     output_dir: str = "outputs/dylora-moe"
+    overwrite_output_dir: bool = False  # a fresh run may delete the checkpoints another run left in output_dir
     run_name: str | None = None
     seed: int = 42
     num_epochs: float = 1.0
@@ -81,12 +84,61 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def check(self) -> None:
+        """Every numeric option in its range, before torch sees it (NaN, negative rates, impossible top-k)."""
+        check_numbers(self)
+
+
+# (name, lowest, highest, lowest allowed itself, highest allowed itself); None = unbounded
+_RANGES = (
+    ("learning_rate", 0.0, None, True, True), ("lora_dropout", 0.0, 1.0, True, False),
+    ("label_smoothing", 0.0, 1.0, True, False), ("router_temperature", 0.0, None, False, True),
+    ("lora_alpha", 0.0, None, False, True), ("weight_decay", 0.0, None, True, True),
+    ("max_grad_norm", 0.0, None, True, True), ("warmup_ratio", 0.0, 1.0, True, True),
+    ("balance_coefficient", 0.0, None, True, True), ("maturity_ratio", 0.0, None, True, True),
+)
+_AT_LEAST_ONE = ("num_experts", "lora_r", "train_batch_size", "eval_batch_size", "gradient_accumulation_steps",
+                 "save_steps", "logging_steps", "top_k", "early_stopping_patience")
+
+
+def _range_text(low, high, low_ok: bool, high_ok: bool) -> str:
+    low_part = f"{'>=' if low_ok else '>'} {low:g}"
+    return low_part if high is None else f"{low_part} and {'<=' if high_ok else '<'} {high:g}"
+
+
+def check_numbers(cfg: TrainConfig) -> None:
+    """One line per bad value: what it was, the range expected."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"--{f.name} must be a finite number, got {value}")
+    for name, low, high, low_ok, high_ok in _RANGES:
+        value = getattr(cfg, name)
+        too_low = value < low or (value == low and not low_ok)
+        too_high = high is not None and (value > high or (value == high and not high_ok))
+        if too_low or too_high:
+            raise UserError(f"--{name} must be {_range_text(low, high, low_ok, high_ok)}, got {value:g}")
+    for name in _AT_LEAST_ONE:
+        if getattr(cfg, name) < 1:
+            raise UserError(f"--{name} must be at least 1, got {getattr(cfg, name)}")
+    if cfg.eval_steps is not None and cfg.eval_steps < 1:
+        raise UserError(f"--eval_steps must be at least 1, got {cfg.eval_steps}")
+    if cfg.top_k > cfg.num_experts + cfg.grow_experts:
+        raise UserError(f"--top_k {cfg.top_k} is larger than the number of experts ({cfg.num_experts + cfg.grow_experts}"
+                        f"); give --top_k at most {cfg.num_experts + cfg.grow_experts} or raise --num_experts")
+    if cfg.grow_experts < 0:
+        raise UserError(f"--grow_experts must be at least 0, got {cfg.grow_experts}")
+    if cfg.num_epochs <= 0 and cfg.max_steps <= 0:
+        raise UserError("--num_epochs must be > 0 (or give --max_steps)")
+
 
 FLAG_HELP = {
     "router_input": "what the gates read: 'token' (each token's input), 'context' (causal running mean of each "
                     "gate's input over the sequence) or 'sequence' (one running mean of the first layer's input, "
                     "shared by all gates), so experts specialise by skill; default: the checkpoint's when "
                     "resuming, 'sequence' in --mode continual, else 'token'",
+    "overwrite_output_dir": "let a fresh run delete the checkpoints another run left in --output_dir (otherwise "
+                            "refused: resume it, or choose a new --output_dir)",
     "model_name": "hub id, local HF model directory, or 'tiny' (embedded base, built offline once)",
     "target_modules": "comma-separated projection names (default per architecture: q_proj,v_proj; c_attn for GPT-2)",
     "maturity_ratio": "share of the planned steps after which all experts are mature (sparse top-k routing)",

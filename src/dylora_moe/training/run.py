@@ -50,18 +50,15 @@ def _model_config(cfg: TrainConfig):
 def _check_flags(cfg: TrainConfig) -> None:
     if cfg.bf16 and cfg.fp16:
         raise UserError("--bf16 and --fp16 were both given; choose one")
-    for name in ("num_experts", "lora_r", "train_batch_size", "eval_batch_size", "gradient_accumulation_steps",
-                 "save_steps", "logging_steps", "top_k"):
-        if getattr(cfg, name) < 1:
-            raise UserError(f"--{name} must be at least 1, got {getattr(cfg, name)}")
-    if cfg.num_epochs <= 0 and cfg.max_steps <= 0:
-        raise UserError("--num_epochs must be > 0 (or give --max_steps)")
+    cfg.check()
     if cfg.router_input not in (None, "token", "context", "sequence"):
         raise UserError(f"--router_input must be token, context or sequence, got {cfg.router_input!r}")
-    if cfg.early_stopping_patience < 1:
-        raise UserError(f"--early_stopping_patience must be at least 1, got {cfg.early_stopping_patience}")
     _check_datasets(cfg.data.datasets)
     base_quantization(cfg)  # bad quantization options (or no bitsandbytes) fail before anything loads
+    if cfg.checkpoint_store:
+        from dylora_moe.checkpoint.stores.uri import check_local_store
+
+        check_local_store(cfg.checkpoint_store, "--checkpoint_store", must_exist=False)
     artifact = cfg.wandb_checkpoint_artifact or os.environ.get("WANDB_CHECKPOINT_ARTIFACT")
     if artifact and cfg.resume_from_checkpoint not in (None, "auto"):
         raise UserError("both --resume_from_checkpoint and --wandb_checkpoint_artifact were given; pass one")
@@ -116,8 +113,17 @@ def _steps_per_epoch(num_examples: int, batch: int, world: int, grad_accum: int)
 
 
 def train(cfg: TrainConfig, log=_log, extra_callbacks: list | None = None) -> TrainResult:
-    """Train (or resume) a DyLoRA-MoE model as configured; returns a summary. Raises UserError on bad input."""
+    """Train (or resume) a DyLoRA-MoE model as configured; returns a summary. Raises UserError on bad input.
+
+    The main process holds the output directory's run lock throughout (a second run into it is refused)."""
+    from dylora_moe.training.run_lock import run_lock
+
     _check_flags(cfg)
+    with run_lock(cfg.output_dir, enabled=int(os.environ.get("RANK", "0")) == 0):
+        return _train(cfg, log, extra_callbacks)
+
+
+def _train(cfg: TrainConfig, log, extra_callbacks: list | None) -> TrainResult:
     started = time.monotonic()
     import torch
     from transformers import TrainingArguments, set_seed
@@ -168,12 +174,14 @@ def train(cfg: TrainConfig, log=_log, extra_callbacks: list | None = None) -> Tr
         new_config.router_input = saved_config.router_input
 
     if is_main:
-        from dylora_moe.checkpoint.manifest import clean_stale_temp_dirs, list_checkpoints
+        from dylora_moe.checkpoint.manifest import clean_stale_temp_dirs, incomplete_reason, list_checkpoints
+        from dylora_moe.training.output_dir import claim_output_dir
 
+        claim_output_dir(cfg, resume.path, log=log)
         clean_stale_temp_dirs(output_dir, log=lambda m: log(f"[checkpoint] {m}"))
         for step, path in list_checkpoints(output_dir):
-            if not (path / "COMPLETE").exists():
-                log(f"[checkpoint] ignoring {path}: incomplete (no COMPLETE marker; a save was interrupted)")
+            if incomplete_reason(path):
+                log(f"[checkpoint] ignoring {path}: {incomplete_reason(path)}")
 
     # 2. model and data
     set_seed(cfg.seed)
@@ -203,6 +211,10 @@ def train(cfg: TrainConfig, log=_log, extra_callbacks: list | None = None) -> Tr
         from transformers.trainer_utils import IntervalStrategy
 
         args.eval_strategy = IntervalStrategy.NO  # nothing to evaluate: no evaluation, no early stopping
+    from dylora_moe.data.pipeline import dropped_rows_lines
+
+    for line in dropped_rows_lines(data.stats):
+        log(f"[data] {line}")
     for split in ("train", "eval"):
         st = data.stats[split]
         log(f"[data] {split}: {st['kept']} examples from {', '.join(data.sources)}; {st['truncated']} truncated at "
@@ -249,7 +261,10 @@ def train(cfg: TrainConfig, log=_log, extra_callbacks: list | None = None) -> Tr
         epoch=plan.epochs_trained if plan else 0,
         steps_in_epoch=(plan.batches_to_skip // cfg.gradient_accumulation_steps) if plan else 0,
     )
-    callbacks = [tracker, MaturitySchedule(model, maturity_step, log=log), preemption, FinalStepSave()]
+    from dylora_moe.training.divergence import NonFiniteGuard
+
+    callbacks = [NonFiniteGuard(model), tracker, MaturitySchedule(model, maturity_step, log=log), preemption,
+                 FinalStepSave()]
     if not cfg.disable_early_stopping and len(data.eval) > 0:
         callbacks.append(PatienceEarlyStopping(cfg.early_stopping_patience, dylora_state.early_stopping, log=log))
     callbacks.append(RunEvents(resume, plan, log=log))
@@ -311,7 +326,9 @@ def train(cfg: TrainConfig, log=_log, extra_callbacks: list | None = None) -> Tr
     from dylora_moe.checkpoint.manifest import find_latest_checkpoint
 
     state = trainer.state
-    last = find_latest_checkpoint(output_dir, verify=False, log=lambda *_: None) if is_main else None
+    last = None
+    if is_main:  # this run's own last save; else (nothing saved) the newest one there
+        last = trainer.last_saved_checkpoint or find_latest_checkpoint(output_dir, verify=False, log=lambda *_: None)
     preempted = preemption.requested
     result = TrainResult(
         global_step=state.global_step, epoch=state.epoch or 0.0, best_metric=state.best_metric,

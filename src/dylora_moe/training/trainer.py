@@ -18,13 +18,15 @@ from pathlib import Path
 import torch
 from transformers import Trainer
 
-from dylora_moe.checkpoint.manifest import list_checkpoints, publish_atomically, write_manifest
+from dylora_moe.checkpoint.manifest import find_latest_checkpoint, list_checkpoints, publish_atomically, write_manifest
+from dylora_moe.errors import UserError
 from dylora_moe.model.adapter_io import load_adapter, save_adapter
 from dylora_moe.training.resume_plan import ResumePlan
 from dylora_moe.training.rng import load_rng_state, save_rng_state
 from dylora_moe.training.optimizer_growth import (optimizer_param_names, remap_optimizer_state,
                                                   save_optimizer_param_names, saved_param_names)
 from dylora_moe.training.state import DyLoRATrainingState
+from dylora_moe.writable import disk_full, disk_reason, is_disk_error
 
 TRAINER_STATE_NAME = "trainer_state.json"
 RUN_CONFIG_NAME = "run_config.json"
@@ -83,6 +85,7 @@ class DyLoRATrainer(Trainer):
         # ours, not HF's `args.save_total_limit`: with a limit of 1 HF deletes the last checkpoint at the end of
         # training when it is not the best one, which would lose the point to resume from
         self.save_total_limit: int | None = None
+        self.last_saved_checkpoint: Path | None = None  # this run's newest save (the summary names it)
         self.train_stats = MoEStatsAccumulator()
         self.eval_stats = MoEStatsAccumulator()
         self.log_fn = log
@@ -137,6 +140,24 @@ class DyLoRATrainer(Trainer):
 
     # ------------------------------------------------------------------ checkpoints: save
     def _save_checkpoint(self, model, trial):
+        """Write the checkpoint; a full or read-only disk ends the run in one line, the previous one intact."""
+        try:
+            self._write_checkpoint(model, trial)
+        except Exception as exc:
+            run_dir = Path(self._get_output_dir(trial=trial))
+            full = disk_full(run_dir)  # measured before the partial save is removed
+            if not full and not is_disk_error(exc):
+                raise
+            step = self.state.global_step
+            shutil.rmtree(run_dir / f".tmp-checkpoint-{step}-0", ignore_errors=True)  # give the space back
+            previous = find_latest_checkpoint(run_dir, verify=False, log=lambda *_: None)
+            kept = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
+            reason = "No space left on device" if full else disk_reason(exc)
+            raise UserError(f"cannot write checkpoint-{step} into {run_dir}: {reason}; {kept}; free "
+                            "some space (or choose a writable --output_dir), then resume with "
+                            "--resume_from_checkpoint auto") from None
+
+    def _write_checkpoint(self, model, trial):
         step = self.state.global_step
         run_dir = Path(self._get_output_dir(trial=trial))
         final = run_dir / f"checkpoint-{step}"
@@ -170,6 +191,7 @@ class DyLoRATrainer(Trainer):
         if main:
             write_manifest(tmp, self.metadata_fn())
             publish_atomically(tmp, final)
+            self.last_saved_checkpoint = final
             self._rotate_checkpoints_keeping_best(run_dir)
         self.accelerator.wait_for_everyone()
 

@@ -125,9 +125,12 @@ class CheckpointStore(ABC):
             return target
         if target.exists() and not target.is_dir():
             raise CheckpointError(f"download destination {target} is a file; give a directory path")
-        if explicit_dest and target.is_dir() and any(target.iterdir()) and not (target / MANIFEST_NAME).exists():
-            # never replace a directory that is not a checkpoint: it may hold the user's other files
-            raise CheckpointError(f"download destination {target} is not empty; choose an empty or new directory")
+        if explicit_dest and target.is_dir() and any(target.iterdir()):
+            # never replace a directory the user named: it may hold their other files or another run's
+            # checkpoint; only a verified copy of this very version (above) is reused
+            held = "another checkpoint" if (target / MANIFEST_NAME).exists() else "other files"
+            raise CheckpointError(f"download destination {target} is not empty; choose an empty or new directory "
+                                  f"(it holds {held}, which a download never replaces)")
         tmp = target.parent / f".tmp-{target.name}-{os.getpid()}"
         if tmp.exists():
             shutil.rmtree(tmp)

@@ -75,3 +75,27 @@ def open_store(uri: str, storage_options: dict | None = None) -> tuple[Checkpoin
     except ImportError as exc:
         extra = {"gs": "gcs", "gcs": "gcs", "s3": "s3"}.get(scheme, "all")
         raise UserError(f"{scheme}:// stores need an extra package: pip install 'dylora-moe[{extra}]' ({exc})") from exc
+
+
+def local_store_path(uri: str) -> Path | None:
+    """The directory of a local store URI (plain path or file://), None for remote and W&B stores."""
+    uri = uri.strip()
+    if is_wandb_uri(uri):
+        return None
+    base, _ref = split_ref(uri)
+    if base.startswith("file://"):
+        return Path(base[len("file://"):])
+    return None if "://" in base else Path(base)
+
+
+def check_local_store(uri: str, flag: str, must_exist: bool) -> None:
+    """A local store that is a regular file (or, to read from, missing) fails now, not after upload retries."""
+    path = local_store_path(uri)
+    if path is None:
+        return
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{flag} {uri} is a file, not a checkpoint store directory; give a directory "
+                        "(new or holding index.json) or a gs://, s3://, wandb:// URI")
+    if must_exist and not path.exists():
+        raise UserError(f"{flag} {uri} does not exist; give an existing store directory or a gs://, s3://, "
+                        "wandb:// URI")
