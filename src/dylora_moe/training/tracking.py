@@ -15,16 +15,20 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from dataclasses import dataclass, field
 
 from dylora_moe.errors import UserError
 
-SECRET_MARKERS = ("api_key", "token", "secret", "password")
+SECRET_NAME_RE = re.compile(r"(^|_)(api_key|key|token|secret|password|credentials?)($|_)")
 
 
 def sanitized_config(config: dict) -> dict:
-    """The run config without anything that looks like a secret (defence in depth: keys are never flags)."""
-    return {k: v for k, v in config.items() if not any(s in k.lower() for s in SECRET_MARKERS)}
+    """The run config without anything named like a secret (defence in depth: keys are never flags).
+
+    Whole words of the name count (`hf_token`, `wandb_api_key`), so `eval_max_new_tokens` stays in.
+    """
+    return {k: v for k, v in config.items() if not SECRET_NAME_RE.search(k.lower())}
 
 
 @dataclass
