@@ -25,7 +25,7 @@ class LoopbackWandb:
         self.unknown: list[str] = []
         self.operations: list[str] = []  # operationName of every GraphQL request, in arrival order
         self.hold = threading.Event()  # while set, blob uploads are not answered (a stalled network)
-        self.fail_graphql: set[str] = set()  # operation names answered with HTTP 500
+        self.fail_graphql: set[str] = set()  # operation names answered with HTTP 403 "permission denied"
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="loopback-wandb", daemon=True)
@@ -49,7 +49,7 @@ class LoopbackWandb:
         name = execution.operation.name.value if execution.operation.name else "?"
         self.operations.append(name)
         if name in self.fail_graphql:
-            return 500, {"errors": [{"message": "internal server error"}]}
+            return 403, {"errors": [{"message": "permission denied"}]}
         with self.state.lock:
             root = root_fields(self, execution.kind)
             for field in execution.operation.selection_set.selections:
