@@ -44,6 +44,8 @@ def _run_is_offline(run) -> bool:
 class SdkBackend:
     """Talks to W&B through the SDK; holds the upload runs it opened (see the module docstring)."""
 
+    copy_online = False  # True: the SDK's default (staging copy + cache copy); kept for the disk benchmark
+
     def __init__(self):
         self._upload_runs: dict[tuple[str, str], object] = {}
         self._lock = threading.Lock()
@@ -59,7 +61,9 @@ class SdkBackend:
         for child in sorted(local_dir.rglob("*")):
             rel = child.relative_to(local_dir).as_posix()
             if child.is_file() and rel != COMPLETE_MARKER:
-                artifact.add_file(str(child), name=rel, skip_cache=True, policy="mutable" if offline else "immutable")
+                copy = offline or self.copy_online
+                artifact.add_file(str(child), name=rel, skip_cache=not self.copy_online,
+                                  policy="mutable" if copy else "immutable")
         logged = run.log_artifact(artifact, aliases=list(aliases))
         if offline:
             return OFFLINE_VERSION
