@@ -156,6 +156,42 @@ def test_wandb_auto_first_run_then_resume_with_store_in_another_project(base, wa
     assert [r.used for r in training_runs] == [[], [v0.id]]  # the resumed run shows where it came from
 
 
+@pytest.mark.slow
+def test_wandb_preempted_run_uploads_its_last_checkpoint_and_a_new_vm_resumes(base, wandb_server, tmp_path):
+    """A real subprocess gets SIGTERM mid-run: it saves, uploads online, exits 143; an empty VM resumes via auto."""
+    import signal
+    import subprocess
+    import sys
+
+    from test_training_signals import SRC, cli_args
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    store_uri = "wandb://ent/proj/spot"
+    store_args = ("--checkpoint_store", store_uri, "--resume_from_checkpoint", "auto")
+    proc = subprocess.Popen([sys.executable, "-m", "dylora_moe", *cli_args(base, tmp_path / "vm1", *store_args)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines, losses = [], 0
+    for line in proc.stdout:
+        lines.append(line)
+        losses += line.count("'loss'")
+        if losses >= 4:
+            break
+    proc.send_signal(signal.SIGTERM)
+    rest, _ = proc.communicate(timeout=120)
+    log = "".join(lines) + rest
+    assert proc.returncode == 143, log[-2000:]
+    stopped_at = int(next((tmp_path / "vm1").glob("checkpoint-*")).name.split("-")[1])
+    assert f"uploaded checkpoint-{stopped_at} to {store_uri} as v0" in log, log[-2000:]
+    store, _ = open_store(store_uri)
+    assert [v.metadata["global_step"] for v in store.list_versions()] == [stopped_at]
+
+    resumed = subprocess.run([sys.executable, "-m", "dylora_moe", *cli_args(base, tmp_path / "vm2", *store_args)],
+                             env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"auto: newest checkpoint is {store_uri}:v0 (step {stopped_at}) in the store" in resumed.stderr
+    assert max(v.metadata["global_step"] for v in store.list_versions()) == 12
+
+
 # ---------------------------------------------------------------- W&B SDK (offline) in training
 def test_wandb_offline_logs_moe_metrics_stages_artifacts_and_never_writes_the_key(base, tmp_path, monkeypatch, capfd):
     monkeypatch.setenv("WANDB_MODE", "offline")

@@ -38,7 +38,9 @@ def test_versioning_rules_download_and_no_sdk_cache_copies(wandb_server, tmp_pat
     assert [(v.version, v.aliases) for v in store.list_versions()] == [
         ("v0", ["best", "step-10"]), ("v1", ["final", "latest", "step-20"]),
     ]
+    listed = wandb_server.operations.count("ProjectArtifacts")
     got = resolve_resume_source("ent/proj/ckpt:best", log=quiet)
+    assert wandb_server.operations.count("ProjectArtifacts") == listed + 1  # one resolve lists the versions once
     assert verify_checkpoint(got)["metadata"]["global_step"] == 10
     assert (got / "adapter.safetensors").read_bytes() == (c10 / "adapter.safetensors").read_bytes()
     latest = store.download(None, tmp_path / "latest", log=quiet)
