@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from .model import Artifact, Collection, Run
 
 FEATURES = ("ARTIFACT_TAGS", "EXPAND_DEFINED_METRIC_GLOBS")
@@ -182,7 +180,6 @@ def _mutations(server) -> dict:
         "createArtifact": lambda input: {"artifact": _artifact(state, _create_artifact(state, input))},
         "createArtifactFiles": lambda input: _create_artifact_files(state, input),
         "createArtifactManifest": lambda input: _create_manifest(state, input),
-        "updateArtifactManifest": lambda input: _update_manifest(state, input),
         "commitArtifact": lambda input: {"artifact": _artifact(state, state.commit(input["artifactID"]))},
         "useArtifact": lambda input: _use_artifact(state, input),
     }
@@ -234,11 +231,6 @@ def _create_manifest(state, spec: dict) -> dict:
     return {"artifactManifest": _manifest_ref(state, artifact)}
 
 
-def _update_manifest(state, spec: dict) -> dict:
-    artifact = next(a for a in state.artifacts.values() if f"manifest-{a.id}" == spec["artifactManifestID"])
-    return {"artifactManifest": _manifest_ref(state, artifact)}
-
-
 def _use_artifact(state, spec: dict) -> dict:
     artifact = state.get_artifact(spec["artifactID"])
     run = state.runs.get((spec.get("entityName"), spec.get("projectName"), spec.get("runName")))
@@ -246,6 +238,3 @@ def _use_artifact(state, spec: dict) -> dict:
         run.used.append(artifact.id)
     return {"artifact": {"id": artifact.id}}
 
-
-def metadata_of(artifact: Artifact) -> dict:
-    return json.loads(artifact.metadata) if artifact.metadata else {}
