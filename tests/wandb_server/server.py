@@ -75,11 +75,14 @@ def _handler_for(server: LoopbackWandb):
             return gzip.decompress(data) if self.headers.get("Content-Encoding") == "gzip" else data
 
         def _send(self, code: int, payload: bytes, content_type: str = "application/json") -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+            try:
+                self.send_response(code)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up on this request (its timeout): nothing to answer
 
         def _json(self, code: int, obj) -> None:
             self._send(code, json.dumps(obj).encode())

@@ -119,7 +119,10 @@ def setup_tracking(cfg, log=print) -> Tracking:
     entity = cfg.wandb_entity or os.environ.get("WANDB_ENTITY")
     # the run is opened here, so HF's W&B callback reuses it; nothing is written into os.environ (a notebook's
     # next run must not find WANDB_PROJECT set and turn W&B on by itself)
-    run = wandb.init(project=project, entity=entity, name=cfg.run_name, config=sanitized_config(cfg.to_dict()))
+    from dylora_moe.checkpoint.stores.wandb_sdk import transfer_settings
+
+    run = wandb.init(project=project, entity=entity, name=cfg.run_name, config=sanitized_config(cfg.to_dict()),
+                     settings=transfer_settings())  # a stalled upload cannot keep the run from finishing
     tracking.wandb_run = run
     tracking.run_id = run.id
     if not tracking.store_uri:

@@ -36,6 +36,13 @@ def wait_timeout_s() -> float:
     return float(os.environ.get("DYLORA_MOE_WANDB_UPLOAD_TIMEOUT") or DEFAULT_WAIT_TIMEOUT_S)
 
 
+def transfer_settings():
+    """SDK settings that bound each file transfer (and so `run.finish()`) by the upload timeout."""
+    import wandb
+
+    return wandb.Settings(x_file_transfer_timeout_seconds=wait_timeout_s(), x_file_transfer_retry_max=1)
+
+
 def _run_is_offline(run) -> bool:
     settings = getattr(run, "settings", None)
     return wandb_is_offline() or bool(getattr(run, "offline", False)) or bool(getattr(settings, "_offline", False))
@@ -81,7 +88,8 @@ class SdkBackend:
             run = self._upload_runs.get((entity, project))
             if run is None:
                 run = wandb.init(entity=entity, project=project, job_type="checkpoint-upload",
-                                 id=uuid.uuid4().hex[:12], resume="never", reinit="create_new")
+                                 id=uuid.uuid4().hex[:12], resume="never", reinit="create_new",
+                                 settings=transfer_settings())
                 self._upload_runs[(entity, project)] = run
             return run
 
