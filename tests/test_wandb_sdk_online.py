@@ -29,7 +29,7 @@ def committed(server, path: str) -> list[tuple[str, list[str]]]:
     return [(a.version, collection.aliases_of(a)) for a in collection.versions] if collection else []
 
 
-def test_versioning_rules_download_and_no_sdk_cache_copies(wandb_server, tmp_path):
+def test_versioning_rules_download_and_no_sdk_cache_copies(wandb_server, tmp_path, capsys):
     store = WandbStore("ent", "proj", "ckpt")
     c10, c20 = make_checkpoint(tmp_path / "out", 10), make_checkpoint(tmp_path / "out", 20)
     assert store.publish(c10, ["latest", "step-10", "best"]).version == "v0"
@@ -46,6 +46,15 @@ def test_versioning_rules_download_and_no_sdk_cache_copies(wandb_server, tmp_pat
     latest = store.download(None, tmp_path / "latest", log=quiet)
     assert verify_checkpoint(latest)["metadata"]["global_step"] == 20
     store.close()
+    capsys.readouterr()
+    assert main(["checkpoints", "list", "wandb://ent/proj/ckpt"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert [r.split()[:3] for r in rows] == [["VERSION", "ALIASES", "STEP"], ["v0", "best,step-10", "10"],
+                                             ["v1", "final,latest,step-20", "20"]]
+    assert main(["checkpoints", "download", "wandb://ent/proj/ckpt:v0", str(tmp_path / "cli")]) == 0
+    assert capsys.readouterr().out == f"{tmp_path / 'cli'}\n"
+    assert main(["checkpoints", "verify", "ent/proj/ckpt:final"]) == 0
+    assert capsys.readouterr().out.startswith("OK ent/proj/ckpt:final: 3 files match the manifest")
     # neither uploads nor downloads left file copies in the SDK's cache (only its small checksum notes)
     cached = [p for p in (tmp_path / "wcache").rglob("*") if p.is_file() and "logs" not in p.parts]
     assert not [p for p in cached if "obj" in p.parts], cached
