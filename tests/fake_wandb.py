@@ -2,7 +2,8 @@
 
 Rules kept: versions v0, v1, … per collection; a new version takes `latest`; aliases are unique in a
 collection (adding one moves it); logging identical content makes no new version (the existing one
-gets the aliases, `latest` included); an unknown collection or version raises wandb.errors.CommError.
+gets the aliases, `latest` included); an unknown collection raises CollectionNotFound (as the SDK
+backend does), an unknown version wandb.errors.CommError.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from wandb.errors import CommError
 
 from dylora_moe.checkpoint.manifest import COMPLETE_MARKER
 from dylora_moe.checkpoint.stores.base import VersionInfo
+from dylora_moe.checkpoint.stores.wandb_sdk import CollectionNotFound
 
 
 class FakeWandbServer:
@@ -45,7 +47,7 @@ class FakeWandbServer:
 
     def list_versions(self, path: str) -> list[VersionInfo]:
         if path not in self.collections:
-            raise CommError(f"artifact collection '{path}' not found")
+            raise CollectionNotFound(path)
         return [
             VersionInfo(v["version"], sorted(v["aliases"]), dict(v["metadata"]),
                         sum(len(b) for b in v["files"].values()), v["metadata"].get("manifest_sha256", ""))

@@ -1,8 +1,8 @@
 """Checkpoint artifacts in training, end to end: train → upload → delete the output → resume from the store.
 
-Real components wherever they run here: local store dirs, gs:// on gcp-storage-emulator, s3:// on moto, the
-real wandb SDK in offline mode (what a later `wandb sync` would upload), and the fake W&B server side at the
-backend seam for everything that needs a server (versions, download).
+Real components wherever they run here: local store dirs, gs:// on gcp-storage-emulator, s3:// on moto, and
+the real wandb SDK — online against the loopback W&B server of tests/wandb_server, and offline (what a later
+`wandb sync` would upload).
 """
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ import threading
 
 import pytest
 from ckpt_helpers import make_checkpoint
-from fake_wandb import FakeWandbServer
 from test_checkpoint_stores_cloud import gcs_server, s3_server  # noqa: F401 - loopback servers as fixtures
-from train_helpers import adapter_weights, max_weight_diff, micro_config, run, step_losses
+from train_helpers import StopAt, adapter_weights, max_weight_diff, micro_config, run, step_losses
 from transformers import TrainerCallback
+from wandb_server import TEST_API_KEY
+from wandb_server.fixtures import wandb_server  # noqa: F401 - loopback W&B server as a fixture
 
 from dylora_moe.checkpoint import upload_setup
 from dylora_moe.checkpoint.manifest import verify_checkpoint
-from dylora_moe.checkpoint.stores import wandb_store
 from dylora_moe.checkpoint.stores.fsspec_store import FsspecStore
 from dylora_moe.checkpoint.stores.uri import open_store
 from dylora_moe.checkpoint.uploader import BackgroundUploader
@@ -38,16 +38,6 @@ METADATA_KEYS = {"global_step", "epoch", "best_metric", "best_global_step", "run
 @pytest.fixture(autouse=True)
 def artifact_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("DYLORA_MOE_CACHE_DIR", str(tmp_path / "cache"))
-
-
-@pytest.fixture
-def fake_wandb(monkeypatch):
-    """Online mode with a fake key and the fake W&B server side at the backend seam."""
-    server = FakeWandbServer()
-    monkeypatch.setenv("WANDB_MODE", "online")
-    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
-    monkeypatch.setattr(wandb_store, "BACKEND", server)
-    return server
 
 
 def quick(base, out, **overrides):
@@ -110,7 +100,7 @@ def test_round_trip_and_resume_per_backend(backend, base, tmp_path, request, mon
         request.getfixturevalue("s3_server")
         store_uri, resume = "s3://ckpts/e2e/run", "s3://ckpts/e2e/run:step-3"
     else:
-        request.getfixturevalue("fake_wandb")
+        request.getfixturevalue("wandb_server")
         store_uri, resume = "wandb://ent/proj/dylora-model-full", "ent/proj/dylora-model-full:latest"
     out = tmp_path / "out"
     first = run(quick(base, out, checkpoint_store=store_uri), stop_at=3)
@@ -132,6 +122,74 @@ def test_round_trip_and_resume_per_backend(backend, base, tmp_path, request, mon
     assert sorted(step_losses(resumed)) == [1, 2, 3, 4, 5]
     final = aliases_by_step(store)
     assert sorted(final) == [3, 5] and {"final", "latest", "step-5"} <= set(final[5])
+
+
+# ---------------------------------------------------------------- W&B SDK online: auto resume, other project
+@pytest.mark.slow
+def test_wandb_auto_first_run_then_resume_with_store_in_another_project(base, wandb_server, tmp_path):
+    """The training run logs to ent/P, checkpoints go to ent/Q: first spot run starts fresh, the next resumes."""
+    store_uri = "wandb://ent/Q/dylora-model-full"
+    out, logs = tmp_path / "out", []
+    cfg = dict(checkpoint_store=store_uri, resume_from_checkpoint="auto", report_to="wandb", wandb_project="P",
+               wandb_entity="ent", run_name="spot")
+    first = train(quick(base, out, **cfg), log=logs.append, extra_callbacks=[StopAt(3)])
+    assert first.exit_code == 0 and first.global_step == 3
+    assert f"[resume] auto: no checkpoint found in {out} or {store_uri}; starting fresh" in logs
+    assert [m for m in logs if m.startswith("[upload] uploaded")] == [
+        f"[upload] uploaded checkpoint-3 to {store_uri} as v0 (latest, step-3, best)",
+        f"[upload] uploaded checkpoint-3 to {store_uri} as v0 (latest, final)",
+    ]
+    store, _ = open_store(store_uri)
+    assert aliases_by_step(store) == {3: ["best", "final", "latest", "step-3"]}
+    assert ("ent", "P", "dylora-model-full") not in wandb_server.state.collections
+
+    shutil.rmtree(out)
+    logs.clear()
+    resumed = train(quick(base, out, **cfg), log=logs.append)
+    assert resumed.exit_code == 0 and resumed.global_step == 5
+    assert f"[resume] auto: newest checkpoint is {store_uri}:v0 (step 3) in the store" in logs
+    events = resume_events(resumed)
+    assert len(events) == 1 and events[0]["step"] == 3 and events[0]["exact"] is True
+    assert sorted(aliases_by_step(store)) == [3, 5]
+    training_runs = [r for r in wandb_server.state.runs.values() if r.project == "P"]
+    v0 = wandb_server.state.collections[("ent", "Q", "dylora-model-full")].versions[0]
+    assert [r.used for r in training_runs] == [[], [v0.id]]  # the resumed run shows where it came from
+
+
+@pytest.mark.slow
+def test_wandb_preempted_run_uploads_its_last_checkpoint_and_a_new_vm_resumes(base, wandb_server, tmp_path):
+    """A real subprocess gets SIGTERM mid-run: it saves, uploads online, exits 143; an empty VM resumes via auto."""
+    import signal
+    import subprocess
+    import sys
+
+    from test_training_signals import SRC, cli_args
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    store_uri = "wandb://ent/proj/spot"
+    store_args = ("--checkpoint_store", store_uri, "--resume_from_checkpoint", "auto")
+    proc = subprocess.Popen([sys.executable, "-m", "dylora_moe", *cli_args(base, tmp_path / "vm1", *store_args)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines, losses = [], 0
+    for line in proc.stdout:
+        lines.append(line)
+        losses += line.count("'loss'")
+        if losses >= 4:
+            break
+    proc.send_signal(signal.SIGTERM)
+    rest, _ = proc.communicate(timeout=120)
+    log = "".join(lines) + rest
+    assert proc.returncode == 143, log[-2000:]
+    stopped_at = int(next((tmp_path / "vm1").glob("checkpoint-*")).name.split("-")[1])
+    assert f"uploaded checkpoint-{stopped_at} to {store_uri} as v0" in log, log[-2000:]
+    store, _ = open_store(store_uri)
+    assert [v.metadata["global_step"] for v in store.list_versions()] == [stopped_at]
+
+    resumed = subprocess.run([sys.executable, "-m", "dylora_moe", *cli_args(base, tmp_path / "vm2", *store_args)],
+                             env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"auto: newest checkpoint is {store_uri}:v0 (step {stopped_at}) in the store" in resumed.stderr
+    assert max(v.metadata["global_step"] for v in store.list_versions()) == 12
 
 
 # ---------------------------------------------------------------- W&B SDK (offline) in training
@@ -181,23 +239,22 @@ def test_wandb_offline_logs_moe_metrics_stages_artifacts_and_never_writes_the_ke
 
 
 # ---------------------------------------------------------------- one-line errors before any training
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["no-key", "version-not-found", "collection-not-found", "malformed", "offline"])
-def test_wandb_resume_errors_are_one_line_before_training(case, tmp_path, monkeypatch, capsys):
-    server = FakeWandbServer()
-    monkeypatch.setattr(wandb_store, "BACKEND", server)
-    monkeypatch.setenv("WANDB_MODE", "online")
-    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
-    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
-    server.log_checkpoint("ent/proj/ckpt", make_checkpoint(tmp_path / "src", 10), ["step-10"], {"global_step": 10})
+def test_wandb_resume_errors_are_one_line_before_training(case, wandb_server, tmp_path, monkeypatch, capsys):
+    seed = open_store("wandb://ent/proj/ckpt")[0]
+    seed.publish(make_checkpoint(tmp_path / "src", 10), ["step-10"])
+    seed.close()
     artifact = {"no-key": "ent/proj/ckpt:latest", "version-not-found": "ent/proj/ckpt:v3",
                 "collection-not-found": "ent/proj/nope:latest", "malformed": "ent/proj", "offline": "ent/proj/ckpt:v0"}
     expected = {
-        "no-key": "Failed to download W&B artifact ent/proj/ckpt:latest: WANDB_API_KEY is not set; "
-        "export WANDB_API_KEY=<key from https://wandb.ai/authorize> or run `wandb login`",
+        "no-key": "Failed to download W&B artifact ent/proj/ckpt:latest: WANDB_API_KEY is not set and `wandb login` "
+        f"has no key for {wandb_server.base_url}; export WANDB_API_KEY=<key from https://wandb.ai/authorize> or run "
+        "`wandb login`",
         "version-not-found": "Failed to download W&B artifact ent/proj/ckpt:v3: version or alias 'v3' not found; "
         "existing versions: v0 (latest, step-10)",
-        "collection-not-found": "Failed to list W&B artifact ent/proj/nope: artifact collection 'ent/proj/nope' "
-        "not found (check entity, project and name, and that your API key can read it)",
+        "collection-not-found": "Failed to download W&B artifact ent/proj/nope:latest: artifact ent/proj/nope not "
+        "found (no versions of type dylora-moe-checkpoint); check entity, project and name",
         "malformed": "Failed to download W&B artifact 'ent/proj': malformed path; expected entity/project/name:version "
         "(for example user/project/best-dylora-model-full:v0 or :latest)",
         "offline": "Failed to download W&B artifact ent/proj/ckpt:v0: resuming from W&B needs online mode but "
@@ -209,20 +266,22 @@ def test_wandb_resume_errors_are_one_line_before_training(case, tmp_path, monkey
     argv = ["train", "--output_dir", str(out), "--report_to", "none"]
     if case == "offline":  # with W&B logging on: the error comes before a W&B run is opened
         monkeypatch.setenv("WANDB_MODE", "offline")
-        monkeypatch.setenv("WANDB_DIR", str(tmp_path))
         argv = ["train", "--output_dir", str(out), "--report_to", "wandb", "--wandb_project", "P",
                 "--resume_from_checkpoint", f"wandb://{artifact[case]}"]
     elif case in ("malformed", "collection-not-found"):
         monkeypatch.setenv("WANDB_CHECKPOINT_ARTIFACT", artifact[case])
     else:
         argv += ["--wandb_checkpoint_artifact", artifact[case]]
+    runs_before = len(wandb_server.state.runs)
+    run_dirs_before = list((tmp_path / "wdir").glob("wandb/*run-*"))
     code = main(argv)
     err = capsys.readouterr().err
     assert code == 2
     assert err == f"error: {expected}\n"
-    assert FAKE_KEY not in err
+    assert TEST_API_KEY not in err
     assert not out.exists() or not list(out.glob("checkpoint-*"))
-    assert not (tmp_path / "wandb").exists()
+    assert len(wandb_server.state.runs) == runs_before  # no W&B run was opened
+    assert list((tmp_path / "wdir").glob("wandb/*run-*")) == run_dirs_before
 
 
 def test_checkpoint_store_must_not_name_a_version(tmp_path):

@@ -1,4 +1,5 @@
-"""W&B checkpoint store: fail-fast errors, real-SDK offline staging, versioning against the fake server side."""
+"""W&B checkpoint store: fail-fast errors, real-SDK offline staging, and fast store-logic checks against the
+in-process fake at the backend seam (the real SDK online is tested in test_wandb_sdk_online.py)."""
 
 from __future__ import annotations
 
@@ -55,13 +56,16 @@ def test_missing_key_error_via_cli(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("WANDB_MODE", "online")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.setenv("WANDB_BASE_URL", "https://wandb.example.com:8443")
     code = main(["checkpoints", "download", "user/project/best-dylora-model-full:latest", str(tmp_path / "d")])
     assert code == 2
     assert capsys.readouterr().err == (
         "error: Failed to download W&B artifact user/project/best-dylora-model-full:latest: WANDB_API_KEY is not "
-        "set; export WANDB_API_KEY=<key from https://wandb.ai/authorize> or run `wandb login`\n"
+        "set and `wandb login` has no key for https://wandb.example.com:8443; export WANDB_API_KEY=<key from "
+        "https://wandb.ai/authorize> or run `wandb login`\n"
     )
-    (tmp_path / "netrc").write_text("machine api.wandb.ai\n  login user\n  password secret\n")
+    # what `wandb login` writes for that server: host:port, found the way the SDK finds it
+    (tmp_path / "netrc").write_text("machine wandb.example.com:8443\n  login user\n  password " + "s" * 40 + "\n")
     monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
     assert wandb_store.wandb_has_credentials()
 
@@ -103,8 +107,9 @@ def test_not_found_errors_list_what_exists(online, tmp_path):
     )
     with pytest.raises(CheckpointError) as info:
         resolve_resume_source("ent/proj/other:latest", log=lambda m: None)
-    assert str(info.value).startswith(
-        "Failed to list W&B artifact ent/proj/other: artifact collection 'ent/proj/other' not found"
+    assert str(info.value) == (
+        "Failed to download W&B artifact ent/proj/other:latest: artifact ent/proj/other not found "
+        "(no versions of type dylora-moe-checkpoint); check entity, project and name"
     )
 
 

@@ -56,6 +56,11 @@ def build_upload_callback(
         return None
     check_store_uri(store_uri)
     store, _ = open_store(store_uri)
+    if store_uri.startswith("wandb://") and os.environ.get("WANDB_MODE", "").lower() == "disabled":
+        if is_main_process:
+            log(f"W&B is disabled (WANDB_MODE=disabled): checkpoints are not uploaded to {store_uri}; "
+                "they stay in --output_dir")
+        return None
     uploader = BackgroundUploader(store, is_main_process, max_attempts=max_attempts, backoff_s=backoff_s, log=log)
     return CheckpointUploadCallback(uploader, log=log)
 

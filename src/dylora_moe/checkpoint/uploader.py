@@ -88,11 +88,16 @@ class BackgroundUploader:
         return list(self.failures)
 
     def close(self) -> list[UploadFailure]:
-        """wait(), then stop the worker thread."""
+        """wait(), stop the worker thread, then close the store (W&B: finish its upload runs)."""
         failures = self.wait()
         if self._thread is not None and self._thread.is_alive():
             self._queue.put(None)
             self._thread.join()
+        if self.enabled:
+            try:
+                self.store.close()
+            except Exception as exc:  # noqa: BLE001 - uploads are done; say so and carry on exiting
+                self.log(f"closing {self.store.uri} failed: {(str(exc).splitlines() or [type(exc).__name__])[0]}")
         return failures
 
     def _worker(self) -> None:

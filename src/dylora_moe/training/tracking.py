@@ -15,16 +15,20 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from dataclasses import dataclass, field
 
 from dylora_moe.errors import UserError
 
-SECRET_MARKERS = ("api_key", "token", "secret", "password")
+SECRET_NAME_RE = re.compile(r"(^|_)(api_key|key|token|secret|password|credentials?)($|_)")
 
 
 def sanitized_config(config: dict) -> dict:
-    """The run config without anything that looks like a secret (defence in depth: keys are never flags)."""
-    return {k: v for k, v in config.items() if not any(s in k.lower() for s in SECRET_MARKERS)}
+    """The run config without anything named like a secret (defence in depth: keys are never flags).
+
+    Whole words of the name count (`hf_token`, `wandb_api_key`), so `eval_max_new_tokens` stays in.
+    """
+    return {k: v for k, v in config.items() if not SECRET_NAME_RE.search(k.lower())}
 
 
 @dataclass
@@ -115,7 +119,10 @@ def setup_tracking(cfg, log=print) -> Tracking:
     entity = cfg.wandb_entity or os.environ.get("WANDB_ENTITY")
     # the run is opened here, so HF's W&B callback reuses it; nothing is written into os.environ (a notebook's
     # next run must not find WANDB_PROJECT set and turn W&B on by itself)
-    run = wandb.init(project=project, entity=entity, name=cfg.run_name, config=sanitized_config(cfg.to_dict()))
+    from dylora_moe.checkpoint.stores.wandb_sdk import transfer_settings
+
+    run = wandb.init(project=project, entity=entity, name=cfg.run_name, config=sanitized_config(cfg.to_dict()),
+                     settings=transfer_settings())  # a stalled upload cannot keep the run from finishing
     tracking.wandb_run = run
     tracking.run_id = run.id
     if not tracking.store_uri:

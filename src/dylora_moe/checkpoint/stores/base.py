@@ -85,7 +85,10 @@ class CheckpointStore(ABC):
 
     def resolve(self, ref: str | None = None) -> VersionInfo:
         """`None`/'latest' → newest version; 'v3' → that version; anything else → the version with that alias."""
-        versions = self.list_versions()
+        return self.pick(self.list_versions(), ref)
+
+    def pick(self, versions: list[VersionInfo], ref: str | None) -> VersionInfo:
+        """`resolve` on an already listed set of versions (so one resolve lists the store once)."""
         if not versions:
             raise CheckpointError(f"no checkpoint versions in {self.uri}; publish one first (or check the URI)")
         if ref is None:
@@ -99,6 +102,9 @@ class CheckpointStore(ABC):
             f"version or alias {ref!r} not found in {self.uri}; existing versions: {describe_versions(versions)}"
         )
 
+    def close(self) -> None:
+        """Release what the store holds open (W&B: its upload runs); stores without such state do nothing."""
+
     def cache_dir_for(self, info: VersionInfo) -> Path:
         """Cache location keyed by store URI and version (versions are immutable, so this never goes stale)."""
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", self.uri).strip("_")[:80]
@@ -111,7 +117,10 @@ class CheckpointStore(ABC):
         Concurrent downloads into the cache (several ranks on one machine) are serialised by a file
         lock, so the later ones find the verified copy instead of replacing it under the first one's feet.
         """
-        info = self.resolve(ref)
+        return self.download_version(self.resolve(ref), dest, log)
+
+    def download_version(self, info: VersionInfo, dest: str | Path | None = None, log=print) -> Path:
+        """`download` of an already resolved version."""
         target = Path(dest) if dest is not None else self.cache_dir_for(info)
         target.parent.mkdir(parents=True, exist_ok=True)
         if dest is not None:

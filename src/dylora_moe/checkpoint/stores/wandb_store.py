@@ -1,21 +1,20 @@
-"""Checkpoint store backed by Weights & Biases artifacts (real `wandb` SDK).
+"""Checkpoint store backed by Weights & Biases artifacts.
 
-Why a backend object: everything that talks to the W&B server goes through `WandbBackend`
-(log an artifact, list a collection's versions, download one). `SdkBackend` is the real SDK;
-tests substitute a fake that follows W&B's rules (versions increment, `latest` moves, identical
-content makes no new version, a missing collection/version raises `wandb.errors.CommError`).
+Why a backend object: everything that talks to the W&B server goes through `WandbBackend` (log an
+artifact, list a collection's versions, download one); `wandb_sdk.SdkBackend` is the real SDK, and
+fast unit tests may install a fake at `BACKEND`. Every failure of a backend call becomes one line that
+names the artifact (the SDK raises CommError, ValueError, WaitTimeoutError, HTTP errors, …).
 The API key is read only by the SDK; nothing here prints, logs or stores it.
 """
 
 from __future__ import annotations
 
-import netrc
 import os
 from pathlib import Path
 from typing import Protocol
-from urllib.parse import urlparse
 
-from dylora_moe.checkpoint.manifest import COMPLETE_MARKER, MANIFEST_NAME, CheckpointError, verify_checkpoint
+from dylora_moe.checkpoint.json_safe import json_safe
+from dylora_moe.checkpoint.manifest import MANIFEST_NAME, CheckpointError, verify_checkpoint
 from dylora_moe.checkpoint.stores.base import (
     CheckpointStore,
     VersionInfo,
@@ -23,48 +22,13 @@ from dylora_moe.checkpoint.stores.base import (
     describe_versions,
     manifest_digest,
 )
-from dylora_moe.checkpoint.stores.uri import WANDB_FORM, parse_wandb_uri
+from dylora_moe.checkpoint.stores.wandb_auth import (  # noqa: F401 - re-exported for callers
+    check_wandb_download_preconditions,
+    wandb_has_credentials,
+    wandb_is_offline,
+)
+from dylora_moe.checkpoint.stores.wandb_sdk import ARTIFACT_TYPE, OFFLINE_VERSION, CollectionNotFound, SdkBackend  # noqa: F401
 from dylora_moe.errors import UserError
-
-ARTIFACT_TYPE = "dylora-moe-checkpoint"
-OFFLINE_VERSION = "offline"  # version label of an artifact staged for `wandb sync`
-
-
-def wandb_is_offline() -> bool:
-    """WANDB_MODE offline/dryrun/disabled: no server, so nothing can be downloaded."""
-    return os.environ.get("WANDB_MODE", "").lower() in ("offline", "dryrun", "disabled")
-
-
-def wandb_has_credentials() -> bool:
-    """An API key in the environment or a `wandb login` entry in ~/.netrc (the key itself is never read out)."""
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
-    try:
-        path = os.environ.get("NETRC") or os.path.expanduser("~/.netrc")
-        return bool(netrc.netrc(path).authenticators(host))
-    except (OSError, netrc.NetrcParseError):
-        return False
-
-
-def check_wandb_download_preconditions(ref: str) -> tuple[str, str, str, str | None]:
-    """Fail fast, before training, with the one-line errors of issue 5; returns the parsed path."""
-    try:
-        entity, project, name, alias = parse_wandb_uri(ref)
-    except UserError:
-        raise UserError(f"Failed to download W&B artifact {ref!r}: malformed path; expected {WANDB_FORM}") from None
-    shown = f"{entity}/{project}/{name}:{alias or 'latest'}"
-    if wandb_is_offline():
-        raise UserError(
-            f"Failed to download W&B artifact {shown}: resuming from W&B needs online mode but "
-            f"WANDB_MODE={os.environ.get('WANDB_MODE')}; unset WANDB_MODE (or set WANDB_MODE=online)"
-        )
-    if not wandb_has_credentials():
-        raise UserError(
-            f"Failed to download W&B artifact {shown}: WANDB_API_KEY is not set; "
-            "export WANDB_API_KEY=<key from https://wandb.ai/authorize> or run `wandb login`"
-        )
-    return entity, project, name, alias
 
 
 class WandbBackend(Protocol):
@@ -74,62 +38,13 @@ class WandbBackend(Protocol):
         """Log local_dir as a version of artifact `path` (entity/project/name); return its version label."""
 
     def list_versions(self, path: str) -> list[VersionInfo]:
-        """Versions of collection `path`, oldest first; raise wandb.errors.CommError when it does not exist."""
+        """Versions of collection `path`, oldest first; raise CollectionNotFound when it does not exist."""
 
     def download(self, path: str, version: str, dest: Path) -> None:
         """Write the files of `path:version` into dest."""
 
 
-class SdkBackend:
-    """The real wandb SDK: log via the active run (or a short upload run), read via wandb.Api()."""
-
-    def log_checkpoint(self, path: str, local_dir: Path, aliases: list[str], metadata: dict) -> str:
-        import wandb
-
-        entity, project, name = path.split("/")
-        artifact = wandb.Artifact(name, type=ARTIFACT_TYPE, metadata=metadata)
-        for child in sorted(local_dir.rglob("*")):
-            if child.is_file() and child.relative_to(local_dir).as_posix() != COMPLETE_MARKER:
-                artifact.add_file(str(child), name=child.relative_to(local_dir).as_posix())
-        run = wandb.run
-        own_run = run is None
-        if own_run:
-            run = wandb.init(entity=entity, project=project, job_type="checkpoint-upload")
-        try:
-            logged = run.log_artifact(artifact, aliases=list(aliases))
-            if wandb_is_offline() or getattr(run, "offline", False) or getattr(run.settings, "_offline", False):
-                return OFFLINE_VERSION
-            logged.wait()
-            return logged.version
-        finally:
-            if own_run:
-                run.finish()
-
-    def list_versions(self, path: str) -> list[VersionInfo]:
-        import wandb
-
-        api = wandb.Api()
-        found = []
-        for artifact in api.artifacts(ARTIFACT_TYPE, path):
-            found.append(
-                VersionInfo(
-                    version=artifact.version,
-                    aliases=[a for a in artifact.aliases],
-                    metadata=dict(artifact.metadata or {}),
-                    size=int(artifact.size or 0),
-                    digest=(artifact.metadata or {}).get("manifest_sha256", ""),
-                    created=str(artifact.created_at or ""),
-                )
-            )
-        return sorted(found, key=lambda v: v.index)
-
-    def download(self, path: str, version: str, dest: Path) -> None:
-        import wandb
-
-        wandb.Api().artifact(f"{path}:{version}", type=ARTIFACT_TYPE).download(root=str(dest))
-
-
-BACKEND: WandbBackend | None = None  # process-wide override (tests install a fake W&B server side here)
+BACKEND: WandbBackend | None = None  # process-wide override (fast unit tests install a fake here)
 
 
 class WandbStore(CheckpointStore):
@@ -144,7 +59,7 @@ class WandbStore(CheckpointStore):
     def publish(self, local_dir, aliases=(), metadata=None) -> VersionInfo:
         local_dir = Path(local_dir)
         manifest = verify_checkpoint(local_dir)
-        metadata = dict(manifest["metadata"] if metadata is None else metadata)
+        metadata = json_safe(dict(manifest["metadata"] if metadata is None else metadata))
         digest = manifest_digest(local_dir)
         metadata["manifest_sha256"] = digest  # lets a download be matched to its cached copy
         version = self._call(
@@ -158,13 +73,22 @@ class WandbStore(CheckpointStore):
             digest=digest,
         )
 
+    def close(self) -> None:
+        close = getattr(self.backend, "close", None)
+        if close is not None:
+            self._call(close, "finish the upload run of")
+
     def list_versions(self) -> list[VersionInfo]:
+        """All versions, oldest first; [] when the collection does not exist yet (nothing was uploaded)."""
         if wandb_is_offline():
             raise UserError(
                 f"cannot list W&B artifact {self.path}: needs online mode but WANDB_MODE="
                 f"{os.environ.get('WANDB_MODE')}; unset WANDB_MODE"
             )
-        return self._call(lambda: self.backend.list_versions(self.path), "list")
+        try:
+            return self._call(lambda: self.backend.list_versions(self.path), "list")
+        except CollectionNotFound:
+            return []
 
     def resolve(self, ref: str | None = None) -> VersionInfo:
         versions = self.list_versions()
@@ -174,12 +98,25 @@ class WandbStore(CheckpointStore):
                 f"(no versions of type {ARTIFACT_TYPE}); check entity, project and name"
             )
         try:
-            return super().resolve(ref)
+            return self.pick(versions, ref)
         except CheckpointError:
             raise CheckpointError(
                 f"Failed to download W&B artifact {self.path}:{ref}: version or alias {ref!r} not found; "
                 f"existing versions: {describe_versions(versions)}"
             ) from None
+
+    def download(self, ref=None, dest=None, log=print) -> Path:
+        """Download and verify (base class), then record the version as an input of the active W&B run."""
+        info = self.resolve(ref)
+        path = self.download_version(info, dest, log=log)
+        record_use = getattr(self.backend, "record_use", None)
+        if record_use is not None:
+            version = info.version
+            try:
+                record_use(self.path, version)
+            except Exception as exc:  # noqa: BLE001 - lineage is informative; the resume itself succeeded
+                log(f"could not record {self.uri}:{version} as an input of the W&B run: {_first_line(exc)}")
+        return path
 
     def _fetch(self, info: VersionInfo, dest: Path) -> None:
         self._call(lambda: self.backend.download(self.path, info.version, dest), "download")
@@ -187,20 +124,11 @@ class WandbStore(CheckpointStore):
             raise CheckpointError(f"{self.uri}:{info.version} is not a dylora-moe checkpoint (no {MANIFEST_NAME})")
 
     def _call(self, func, action: str = "access"):
-        """Run a backend call; turn W&B's CommError into a one-line UserError (never echoing the key)."""
-        from wandb.errors import CommError
-
+        """Run a backend call; any SDK/network failure becomes one CheckpointError line (never echoing the key)."""
         try:
             return func()
-        except CommError as exc:
-            message = (str(exc).splitlines() or [type(exc).__name__])[0]
-            key = os.environ.get("WANDB_API_KEY")
-            if key:
-                message = message.replace(key, "***")
-            raise CheckpointError(
-                f"Failed to {action} W&B artifact {self.path}: {message} (check entity, project and name, "
-                "and that your API key can read it)"
-            ) from None
+        except (CheckpointError, UserError, CollectionNotFound):
+            raise
         except TypeError:  # what the SDK raises for server calls in offline mode
             if wandb_is_offline():
                 raise UserError(
@@ -208,3 +136,14 @@ class WandbStore(CheckpointStore):
                     "unset WANDB_MODE=offline"
                 ) from None
             raise
+        except Exception as exc:  # noqa: BLE001 - CommError, ValueError, WaitTimeoutError, HTTP errors, …
+            raise CheckpointError(
+                f"Failed to {action} W&B artifact {self.path}: {_first_line(exc)} (check entity, project and "
+                f"name, WANDB_BASE_URL, and that your API key can read it)"
+            ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    message = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    key = os.environ.get("WANDB_API_KEY")
+    return message.replace(key, "***") if key else message
