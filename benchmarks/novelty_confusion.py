@@ -39,6 +39,8 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=32)
     p.add_argument("--alpha", type=float, default=0.01)
     p.add_argument("--threshold", type=float, default=0.75)
+    p.add_argument("--examples", type=int, default=120, help="examples per skill before the train/eval split")
+    p.add_argument("--save", type=Path, default=None, help="also save every sample (sums, counts) to this .pt file")
     p.add_argument("--data_dir", type=Path, default=SHARED, help="where mbpp.jsonl and code_alpaca_2k.json are")
     a = p.parse_args()
 
@@ -52,7 +54,7 @@ def main() -> None:
     pad = tokenizer.pad_token_id
 
     def data(spec):
-        return build_datasets(DataConfig(datasets=spec, max_seq_length=128, max_examples_per_dataset=120,
+        return build_datasets(DataConfig(datasets=spec, max_seq_length=128, max_examples_per_dataset=a.examples,
                                          eval_fraction=0.5), tokenizer)
 
     def mean(sample):
@@ -65,6 +67,10 @@ def main() -> None:
         split = data(spec)
         known[spec] = dataset_sample(model, split.train, pad, sample=a.samples, seed=0)
         probe[spec] = dataset_sample(model, split.eval, pad, sample=a.samples, seed=1)
+    if a.save:
+        import torch
+
+        torch.save({"known": known, "probe": probe, "reference": reference}, a.save)
     errors = {"test": [0, 0], "cosine": [0, 0]}
     print("p-values (rows: probe sample of the eval split; columns: library sample of the train split); "
           "* = judged known")

@@ -74,7 +74,7 @@ class _Embedder:
         from dylora_moe.continual.embedding import dataset_sample
 
         sums, counts = dataset_sample(self.model, self.skill_data(spec).train, self.tokenizer.pad_token_id,
-                                      sample=self.ccfg.embedding_samples, seed=self.cfg.seed)
+                                      sample=self.ccfg.novelty_samples, seed=self.cfg.seed)
         return sums.sum(0) / counts.sum().clamp_min(1), (sums, counts)
 
     def prototypes(self, spec: str, checkpoint: str, log) -> dict:
