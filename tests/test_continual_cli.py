@@ -20,6 +20,10 @@ def test_flags_reach_the_continual_config():
     assert build_parser().parse_args(["train"]).mode == "joint"
     defaults = continual_config_from_args(build_parser().parse_args(["train", "--mode", "continual"]))
     assert (defaults.routing_supervision, defaults.prototype_routing) == (1.0, 1.0)
+    assert (defaults.novelty_alpha, defaults.novelty_samples, defaults.novelty_threshold) == (0.01, 64, None)
+    test = continual_config_from_args(build_parser().parse_args(
+        ["train", "--mode", "continual", "--novelty-alpha", "0.05", "--novelty_samples", "16"]))
+    assert (test.novelty_alpha, test.novelty_samples) == (0.05, 16)
     off = continual_config_from_args(build_parser().parse_args(
         ["train", "--mode", "continual", "--prototype-routing", "0", "--routing_supervision", "0.5"]))
     assert (off.routing_supervision, off.prototype_routing) == (0.5, 0.0)

@@ -15,8 +15,14 @@ def add_continual_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--skills", default=d.skills,
                    help="comma-separated dataset specs, one per skill, in order (e.g. stdlib:text,stdlib:math,"
                         "code_alpaca=FILE,mbpp=FILE); join datasets inside one skill with '+'")
+    g.add_argument("--novelty_alpha", "--novelty-alpha", type=float, default=d.novelty_alpha,
+                   help="a skill is novel (new expert) when a permutation test tells its sample apart from every "
+                        "known skill's at this level (the rate at which a known skill is wrongly called novel)")
+    g.add_argument("--novelty_samples", "--novelty-samples", type=int, default=d.novelty_samples,
+                   help="examples per skill for its embedding and the same-skill test (more: more power)")
     g.add_argument("--novelty_threshold", "--novelty-threshold", type=float, default=d.novelty_threshold,
-                   help="a skill is novel (new expert) when its best cosine similarity to the library is below this")
+                   help="decide novelty by this fixed cosine similarity instead of the test (novel below it); "
+                        "the default holds only on the base it was tuned for")
     g.add_argument("--seed_steps", "--seed-steps", type=int, default=d.seed_steps,
                    help="steps of the high-LR seeding phase per skill (0: consolidation only)")
     g.add_argument("--seed_learning_rate", "--seed-learning-rate", type=float, default=None,
@@ -36,17 +42,18 @@ def add_continual_args(parser: argparse.ArgumentParser) -> None:
                    help="a novel skill's expert starts as a copy of the most similar known skill's expert "
                         "(nearest) or from scratch (fresh)")
     g.add_argument("--embedding_samples", "--embedding-samples", type=int, default=d.embedding_samples,
-                   help="examples per skill embedding")
+                   help="examples per skill for the routing prototypes")
     g.add_argument("--novelty_reference", "--novelty-reference", default=d.reference,
                    help="dataset spec whose mean hidden state centres skill embeddings, or 'none'")
 
 
 def continual_config_from_args(args: argparse.Namespace) -> ContinualConfig:
     return ContinualConfig(
-        skills=args.skills, novelty_threshold=args.novelty_threshold, seed_steps=args.seed_steps,
+        skills=args.skills, novelty_alpha=args.novelty_alpha, novelty_threshold=args.novelty_threshold, seed_steps=args.seed_steps,
         seed_learning_rate=args.seed_learning_rate, freeze_experts=not args.train_all_experts,
         replay=args.replay, routing_supervision=args.routing_supervision, prototype_routing=args.prototype_routing,
-        embedding_samples=args.embedding_samples, reference=args.novelty_reference, new_expert_init=args.new_expert_init,
+        embedding_samples=args.embedding_samples, novelty_samples=args.novelty_samples,
+        reference=args.novelty_reference, new_expert_init=args.new_expert_init,
     )
 
 

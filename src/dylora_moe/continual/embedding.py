@@ -41,16 +41,17 @@ def sample_indices(size: int, sample: int, seed: int) -> list[int]:
 
 
 @torch.no_grad()
-def skill_embedding(model, input_ids: list[list[int]], pad_token_id: int, batch_size: int = 8) -> torch.Tensor:
-    """Token-weighted mean of the final normed hidden states over `input_ids` (float32, on CPU)."""
+def skill_sample(model, input_ids: list[list[int]], pad_token_id: int,
+                 batch_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per example: the sum of its final normed hidden states (N, d) and its token count (N,), float32 on CPU.
+    Kept per example so the novelty test can re-split a sample; `skill_embedding` is their token-weighted mean."""
     if not input_ids:
         raise ValueError("cannot embed a skill without examples")
     inner = _inner_model(model)
     device = next(inner.parameters()).device
     was_training = model.training
     model.eval()
-    total: torch.Tensor | None = None
-    count = 0
+    sums, counts = [], []
     try:
         with experts_bypassed(model):
             for start in range(0, len(input_ids), batch_size):
@@ -62,16 +63,30 @@ def skill_embedding(model, input_ids: list[list[int]], pad_token_id: int, batch_
                     ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
                     mask[i, : len(r)] = 1
                 hidden = inner(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
-                summed = (hidden.float() * mask.to(device).unsqueeze(-1)).sum(dim=(0, 1)).cpu()
-                total = summed if total is None else total + summed
-                count += int(mask.sum())
+                sums.append((hidden.float() * mask.to(device).unsqueeze(-1)).sum(dim=1).cpu())
+                counts.append(mask.sum(dim=1).float())
     finally:
         model.train(was_training)
-    return total / max(count, 1)
+    return torch.cat(sums), torch.cat(counts)
+
+
+def skill_embedding(model, input_ids: list[list[int]], pad_token_id: int, batch_size: int = 8) -> torch.Tensor:
+    """Token-weighted mean of the final normed hidden states over `input_ids` (float32, on CPU)."""
+    sums, counts = skill_sample(model, input_ids, pad_token_id, batch_size=batch_size)
+    return sums.sum(0) / counts.sum().clamp_min(1)
+
+
+def _sample_rows(dataset, sample: int, seed: int) -> list[list[int]]:
+    return [list(dataset[i]["input_ids"]) for i in sample_indices(len(dataset), sample, seed)]
 
 
 def dataset_embedding(model, dataset, pad_token_id: int, sample: int = 64, seed: int = 0,
                       batch_size: int = 8) -> torch.Tensor:
     """`skill_embedding` over a seeded sample of a tokenized dataset's `input_ids`."""
-    rows = [list(dataset[i]["input_ids"]) for i in sample_indices(len(dataset), sample, seed)]
-    return skill_embedding(model, rows, pad_token_id, batch_size=batch_size)
+    return skill_embedding(model, _sample_rows(dataset, sample, seed), pad_token_id, batch_size=batch_size)
+
+
+def dataset_sample(model, dataset, pad_token_id: int, sample: int = 64, seed: int = 0,
+                   batch_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """`skill_sample` over the same seeded sample as `dataset_embedding`."""
+    return skill_sample(model, _sample_rows(dataset, sample, seed), pad_token_id, batch_size=batch_size)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dylora_moe.continual.callbacks import ContinualPhase
-from dylora_moe.continual.config import ContinualConfig
+from dylora_moe.continual.config import DEFAULT_THRESHOLD, ContinualConfig
 from dylora_moe.continual.library import SkillLibrary
 from dylora_moe.continual.state import ContinualState, SkillRecord
 from dylora_moe.errors import UserError
@@ -70,10 +70,12 @@ class _Embedder:
         return build_datasets(dataclasses.replace(self.cfg.data, datasets=spec), self.tokenizer)
 
     def embed(self, spec: str):
-        from dylora_moe.continual.embedding import dataset_embedding
+        """(mean hidden state, per-example (sums, counts)) of a seeded sample of the skill's training split."""
+        from dylora_moe.continual.embedding import dataset_sample
 
-        return dataset_embedding(self.model, self.skill_data(spec).train, self.tokenizer.pad_token_id,
-                                 sample=self.ccfg.embedding_samples, seed=self.cfg.seed)
+        sums, counts = dataset_sample(self.model, self.skill_data(spec).train, self.tokenizer.pad_token_id,
+                                      sample=self.ccfg.novelty_samples, seed=self.cfg.seed)
+        return sums.sum(0) / counts.sum().clamp_min(1), (sums, counts)
 
     def prototypes(self, spec: str, checkpoint: str, log) -> dict:
         """Gate inputs of the model in `checkpoint` on a sample of the skill's training examples."""
@@ -91,27 +93,30 @@ class _Embedder:
 def _load_library(output_dir: Path, ccfg: ContinualConfig, embedder: _Embedder, log) -> SkillLibrary:
     if SkillLibrary.exists(output_dir):
         return SkillLibrary.load(output_dir)
-    library = SkillLibrary(threshold=ccfg.novelty_threshold)
+    library = SkillLibrary(threshold=ccfg.novelty_threshold, alpha=ccfg.novelty_alpha)
     if ccfg.reference.lower() != "none":
-        library.reference = embedder.embed(ccfg.reference)
+        library.reference = embedder.embed(ccfg.reference)[0]
         log(f"[continual] embeddings centred on the mean hidden state of '{ccfg.reference}'")
     return library
 
 
 def _decide(index: int, spec: str, state: ContinualState, library: SkillLibrary, embedder: _Embedder,
             output_dir: Path, log) -> SkillRecord:
-    embedding = library.centred(embedder.embed(spec))
-    decision = library.decide(embedding)
+    mean, sample = embedder.embed(spec)
+    embedding = library.centred(mean)
+    decision = library.decide(embedding, sample)
     if decision.novel:
         expert = state.num_experts  # the next id: the pool grows by one when this skill starts
     else:
         expert = decision.expert
-    library.add(spec, expert, embedding)
+    library.add(spec, expert, embedding, sample)
     record = SkillRecord(name=spec, expert=expert, novel=decision.novel, similarity=decision.similarity,
                          nearest=decision.nearest, nearest_expert=decision.expert, step_offset=state.total_steps)
     sim = "n/a (empty library)" if decision.similarity is None else f"{decision.similarity:.3f} to {decision.nearest}"
-    log(f"[continual] skill {index + 1}/{len(state.skills)} {spec}: max similarity {sim}, threshold "
-        f"{library.threshold} -> {'novel: new expert' if decision.novel else 'known: expert'} {expert}")
+    test = (f"same-skill test p={decision.p_value:.3f} (alpha {library.alpha})" if decision.p_value is not None
+            else f"cosine threshold {DEFAULT_THRESHOLD if library.threshold is None else library.threshold}")
+    log(f"[continual] skill {index + 1}/{len(state.skills)} {spec}: nearest similarity {sim}, {test} -> "
+        f"{'novel: new expert' if decision.novel else 'known: expert'} {expert}")
     library.save(output_dir)
     return record
 
@@ -215,7 +220,7 @@ def train_continual(cfg: TrainConfig, ccfg: ContinualConfig, log=_stderr, extra_
         state = ContinualState(skills=specs)
     embedder = None if state.done else _Embedder(cfg, ccfg, log)
     library = SkillLibrary.load(output_dir) if state.done else _load_library(output_dir, ccfg, embedder, log)
-    library.threshold = ccfg.novelty_threshold
+    library.threshold, library.alpha = ccfg.novelty_threshold, ccfg.novelty_alpha
     history_path = output_dir / "continual_history.json"
     history = json.loads(history_path.read_text()) if history_path.exists() else []
     phase_callbacks: list[ContinualPhase] = []

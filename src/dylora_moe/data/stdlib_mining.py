@@ -17,6 +17,7 @@ import sysconfig
 import textwrap
 from pathlib import Path
 
+from dylora_moe.cache_dirs import cache_root
 from dylora_moe.errors import UserError
 
 MINER_VERSION = 1  # bump when the mining rules change: it is part of the cache key and of the fingerprint
@@ -80,7 +81,7 @@ _MEMO: dict[str, list[dict]] = {}
 
 
 def _cache_path() -> Path:
-    base = Path(os.environ.get("DYLORA_CACHE_DIR") or Path.home() / ".cache" / "dylora-moe")
+    base = cache_root()
     ident = {**stdlib_identity(), "stdlib": _stdlib_dir().as_posix()}
     key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
     return base / f"stdlib-py{sys.version_info.major}.{sys.version_info.minor}-{key}.json"

@@ -1,8 +1,8 @@
 """A fingerprint of the frozen base's weights, saved with every adapter and checked when one is loaded.
 
-The adapter is only meaningful on the weights it was trained on. The base's *name* is not enough: the embedded
-`tiny` base is built locally (another Python version builds other weights under the same name), and a hub id
-can move to new weights. The fingerprint is a hash of the parameter names and shapes plus, for eight groups of
+The adapter is only meaningful on the weights it was trained on. The base's *name* is not enough: a local
+directory can be rebuilt with other weights under the same name, and a hub id can move to new weights (the
+embedded `tiny` base is shipped and sha256-checked, so it is the same everywhere). The fingerprint is a hash of the parameter names and shapes plus, for eight groups of
 weight matrices, a fixed random-sign sum of a sample of the values and that sample's norm. Two different weight
 sets give sums that differ by about the norm (|N(0, 2)| in units of it); the same weights rounded to bf16/fp16
 differ by well under 1% of it, so the check tolerates 5% of the norm: the same base in another dtype matches,

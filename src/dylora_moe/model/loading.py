@@ -16,9 +16,9 @@ DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfl
 
 
 def resolve_base_name(model_name: str, log=print) -> str:
-    """`tiny` -> the cached embedded base directory (built on first use); anything else unchanged."""
+    """`tiny` -> the shipped embedded base directory (verified by sha256); anything else unchanged."""
     if model_name == TINY_NAME:
-        from dylora_moe.model.tiny import ensure_tiny_base
+        from dylora_moe.model.tiny_shipped import ensure_tiny_base
 
         return str(ensure_tiny_base(log=log))
     return model_name

@@ -1,13 +1,16 @@
-"""The embedded default base: a small Llama-architecture code model built offline, once, and cached.
+"""How the embedded tiny base was made: a small Llama-architecture code model trained offline.
 
-Nothing is downloaded: a byte-level BPE tokenizer is trained with `tokenizers` and the model is pretrained
-briefly on the Python standard library of the running interpreter. The result lives in
-`~/.cache/dylora-moe/tiny-base-<version>-py<X.Y>` (override with DYLORA_CACHE_DIR) and is a normal HF model
-directory, so `--model_name tiny` and `--model_name /path/to/that/dir` are the same thing.
+A byte-level BPE tokenizer is trained with `tokenizers` and the model is pretrained briefly on the Python
+standard library of the running interpreter. The build is seeded, but its bits depend on the machine (CPU
+kernels, thread count, the interpreter's stdlib), so it is run once and its output is shipped with the
+package (`tiny_shipped.py`); this script reproduces that artifact's recipe:
+
+    python -m dylora_moe.model.tiny --out DIR [--seed N]
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -20,18 +23,11 @@ from pathlib import Path
 
 import torch
 
-TINY_VERSION = "1"
+TINY_VERSION = "2"
 VOCAB_SIZE = 4096
 SEQ_LEN = 256
 SPECIAL_TOKENS = ["<s>", "</s>", "<pad>", "<unk>"]
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("DYLORA_CACHE_DIR", Path.home() / ".cache" / "dylora-moe"))
-
-
-def tiny_base_dir() -> Path:
-    return cache_root() / f"tiny-base-v{TINY_VERSION}-py{sys.version_info.major}.{sys.version_info.minor}"
+BUILD_REPORT = "tiny_build.json"
 
 
 def stdlib_source_files() -> list[Path]:
@@ -112,19 +108,20 @@ def _mean_loss(model, blocks: torch.Tensor) -> float:
     return float(sum(losses) / len(losses))
 
 
-def build_tiny_base(target: Path, steps: int = 240, corpus_bytes: int = 6_000_000, log=print) -> dict:
+def build_tiny_base(target: Path, steps: int = 240, corpus_bytes: int = 6_000_000, seed: int = 0,
+                    log=print) -> dict:
     """Train tokenizer and model, write an HF model directory to `target`; returns the build report."""
     from tqdm.auto import tqdm
     from transformers import LlamaForCausalLM
 
     started = time.time()
-    torch.manual_seed(0)
-    random.seed(0)
+    torch.manual_seed(seed)
+    random.seed(seed)
     texts = _read_corpus(corpus_bytes)
     log(f"[tiny] training a {VOCAB_SIZE}-token BPE tokenizer on {sum(map(len, texts)) / 1e6:.1f} MB of stdlib source")
     tokenizer = _train_tokenizer(texts)
     blocks = _blocks(tokenizer, texts)
-    order = torch.randperm(len(blocks), generator=torch.Generator().manual_seed(0))
+    order = torch.randperm(len(blocks), generator=torch.Generator().manual_seed(seed))
     held_out, train = blocks[order[:64]], blocks[order[64:]]
     model = LlamaForCausalLM(_model_config(tokenizer))
     untrained_loss = _mean_loss(model, held_out)
@@ -148,26 +145,20 @@ def build_tiny_base(target: Path, steps: int = 240, corpus_bytes: int = 6_000_00
         optimizer.zero_grad(set_to_none=True)
         if step % 10 == 0:
             progress.set_postfix(loss=f"{loss.item():.3f}")
-    trained_loss = _mean_loss(model, held_out)
     report = {
         "version": TINY_VERSION,
+        "seed": seed,
         "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
         "parameters": sum(p.numel() for p in model.parameters()),
         "train_tokens_seen": steps * batch_size * SEQ_LEN,
         "held_out_loss_untrained": round(untrained_loss, 4),
-        "held_out_loss_trained": round(trained_loss, 4),
-        "build_seconds": round(time.time() - started, 1),
+        "held_out_loss_trained_float32": round(_mean_loss(model, held_out), 4),
     }
-    tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "tiny_build.json").write_text(json.dumps(report, indent=2))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists():  # another process finished first
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        os.replace(tmp, target)
+    report = write_artifact(model, tokenizer, held_out, report, target)
+    report["build_seconds"] = round(time.time() - started, 1)
     log(
         f"[tiny] built {report['parameters'] / 1e6:.1f}M-parameter base in {report['build_seconds']} s: held-out loss "
         f"{report['held_out_loss_untrained']} (untrained) -> {report['held_out_loss_trained']} ({target})"
@@ -175,9 +166,40 @@ def build_tiny_base(target: Path, steps: int = 240, corpus_bytes: int = 6_000_00
     return report
 
 
-def ensure_tiny_base(log=print) -> Path:
-    """Path of the cached tiny base, building it first if needed (a few minutes, once per machine)."""
-    target = tiny_base_dir()
-    if not (target / "tiny_build.json").exists():
-        build_tiny_base(target, log=log)
-    return target
+def write_artifact(model, tokenizer, held_out: torch.Tensor, report: dict, target: Path) -> dict:
+    """Round the weights to bfloat16 (half the size; the base is frozen in use), measure the held-out loss of
+    exactly what is saved, and write model, tokenizer and `tiny_build.json` with every file's sha256."""
+    model = model.to(torch.bfloat16).to(torch.float32)
+    report = {**report, "dtype": "bfloat16", "held_out_loss_trained": round(_mean_loss(model, held_out), 4)}
+    tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.to(torch.bfloat16).save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    report["sha256"] = {p.name: sha256_of(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+    (tmp / BUILD_REPORT).write_text(json.dumps(report, indent=2) + "\n")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+    return report
+
+
+def held_out_blocks(tokenizer, seed: int = 0, corpus_bytes: int = 6_000_000) -> torch.Tensor:
+    """The 64 blocks a build with `seed` holds out (for re-measuring a saved base)."""
+    blocks = _blocks(tokenizer, _read_corpus(corpus_bytes))
+    return blocks[torch.randperm(len(blocks), generator=torch.Generator().manual_seed(seed))[:64]]
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Build the tiny base into a directory")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=240)
+    parser.add_argument("--corpus_bytes", type=int, default=6_000_000)
+    args = parser.parse_args()
+    build_tiny_base(Path(args.out), steps=args.steps, corpus_bytes=args.corpus_bytes, seed=args.seed)

@@ -17,6 +17,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dylora_moe.cache_dirs import artifact_cache_dir
 from dylora_moe.checkpoint.manifest import (
     MANIFEST_NAME,
     CheckpointError,
@@ -44,14 +45,6 @@ class VersionInfo:
     def index(self) -> int:
         match = VERSION_RE.match(self.version)
         return int(match.group(1)) if match else -1
-
-
-def cache_root() -> Path:
-    """Where verified downloads are kept: $DYLORA_MOE_CACHE_DIR, else <$DYLORA_CACHE_DIR or ~/.cache/dylora-moe>/artifacts."""
-    env = os.environ.get("DYLORA_MOE_CACHE_DIR")
-    if env:
-        return Path(env)
-    return Path(os.environ.get("DYLORA_CACHE_DIR") or Path.home() / ".cache" / "dylora-moe") / "artifacts"
 
 
 def manifest_digest(ckpt_dir: str | Path) -> str:
@@ -109,7 +102,7 @@ class CheckpointStore(ABC):
         """Cache location keyed by store URI and version (versions are immutable, so this never goes stale)."""
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", self.uri).strip("_")[:80]
         key = hashlib.sha256(self.uri.encode()).hexdigest()[:12]
-        return cache_root() / f"{slug}-{key}" / info.version
+        return artifact_cache_dir() / f"{slug}-{key}" / info.version
 
     def download(self, ref: str | None = None, dest: str | Path | None = None, log=print) -> Path:
         """Fetch version `ref` into `dest` (default: the cache) and verify every file; reuse a verified copy.
