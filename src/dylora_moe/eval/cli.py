@@ -6,6 +6,15 @@ import argparse
 import sys
 
 
+def add_attn_argument(parser: argparse.ArgumentParser) -> None:
+    from dylora_moe.model.attention import ATTN_IMPLEMENTATIONS, DEFAULT_ATTN_IMPLEMENTATION
+
+    parser.add_argument("--attn_implementation", "--attn-implementation", dest="attn_implementation",
+                        default=DEFAULT_ATTN_IMPLEMENTATION, metavar="NAME",
+                        help=f"attention kernel: {', '.join(ATTN_IMPLEMENTATIONS)} (default "
+                        f"{DEFAULT_ATTN_IMPLEMENTATION})")
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "eval",
@@ -36,6 +45,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--workers", type=int, default=None, help="programs run in parallel (default: CPUs)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: best available)")
     parser.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: the loader's)")
+    add_attn_argument(parser)
     parser.set_defaults(func=_run)
 
 
@@ -67,7 +77,7 @@ def _run(args: argparse.Namespace) -> int:
                         "expected a dylora-moe build with the model package; reinstall dylora-moe") from exc
 
     model, tokenizer = load_model_for_inference(args.model, base_only=args.base_model, device=args.device,
-                                                dtype=args.dtype)
+                                                dtype=args.dtype, attn_implementation=args.attn_implementation)
     results = evaluate(
         model, tokenizer, benchmarks, n=args.n, k=args.k, limit=args.limit, temperature=args.temperature,
         top_p=args.top_p, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed,

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from dylora_moe.errors import UserError
+from dylora_moe.model.attention import DEFAULT_ATTN_IMPLEMENTATION, attn_load_error, check_attn_implementation
 from dylora_moe.model.config import ADAPTER_CONFIG_NAME, DyLoRAConfig
 
 TINY_NAME = "tiny"
@@ -28,10 +29,13 @@ def _hub_offline() -> bool:
     return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
-def load_base_model(model_name: str, dtype: str | torch.dtype | None = None, revision: str | None = None, log=print):
-    """(model, tokenizer) for a hub id, a local HF directory or `tiny`; the tokenizer always has a pad token."""
+def load_base_model(model_name: str, dtype: str | torch.dtype | None = None, revision: str | None = None, log=print,
+                    attn_implementation: str = DEFAULT_ATTN_IMPLEMENTATION, training: bool = False):
+    """(model, tokenizer) for a hub id, a local HF directory or `tiny`; the tokenizer always has a pad token.
+    `attn_implementation` picks the attention kernel (see attention.py); `training` checks it can train here."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    check_attn_implementation(attn_implementation, training=training)
     path = resolve_base_name(model_name, log=log)
     local = Path(path).is_dir()
     if not local and _hub_offline():
@@ -42,7 +46,12 @@ def load_base_model(model_name: str, dtype: str | torch.dtype | None = None, rev
     torch_dtype = DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
-        model = AutoModelForCausalLM.from_pretrained(path, revision=revision, dtype=torch_dtype or torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(path, revision=revision, dtype=torch_dtype or torch.float32,
+                                                     attn_implementation=attn_implementation)
+    except (ImportError, ValueError) as exc:
+        if "attn" not in str(exc).lower() and "attention" not in str(exc).lower():
+            raise
+        raise attn_load_error(attn_implementation, exc) from None
     except OSError as exc:
         raise UserError(
             f"could not load base model {model_name!r}: {str(exc).splitlines()[0]}; "
@@ -63,22 +72,26 @@ def is_adapter_dir(path: str | Path) -> bool:
     return (Path(path) / ADAPTER_CONFIG_NAME).is_file()
 
 
-def build_model(model_name: str, config: DyLoRAConfig, dtype=None, log=print):
+def build_model(model_name: str, config: DyLoRAConfig, dtype=None, log=print,
+                attn_implementation: str = DEFAULT_ATTN_IMPLEMENTATION, training: bool = False):
     """Fresh DyLoRA-MoE model on a base; returns (model, tokenizer)."""
     from dylora_moe.model.moe_model import DyLoRAMoEModel
 
-    base, tokenizer = load_base_model(model_name, dtype=dtype, revision=config.base_model_revision, log=log)
+    base, tokenizer = load_base_model(model_name, dtype=dtype, revision=config.base_model_revision, log=log,
+                                      attn_implementation=attn_implementation, training=training)
     config.base_model = config.base_model or model_name
     return DyLoRAMoEModel(base, config), tokenizer
 
 
 def load_model_for_inference(source: str, base_only: bool = False, device: str | None = None,
-                             dtype: str | None = None, log=print):
+                             dtype: str | None = None, log=print,
+                             attn_implementation: str = DEFAULT_ATTN_IMPLEMENTATION):
     """(model, tokenizer) in eval mode from a checkpoint dir, a store URI, or (base_only) a base model name."""
     from dylora_moe.model.adapter_io import load_adapter
 
+    check_attn_implementation(attn_implementation)
     if base_only:
-        model, tokenizer = load_base_model(source, dtype=dtype, log=log)
+        model, tokenizer = load_base_model(source, dtype=dtype, log=log, attn_implementation=attn_implementation)
     else:
         directory = Path(source)
         if not is_adapter_dir(directory):
@@ -86,7 +99,8 @@ def load_model_for_inference(source: str, base_only: bool = False, device: str |
 
             directory = resolve_resume_source(source, log=log)
         config = DyLoRAConfig.load(directory)
-        model, tokenizer = build_model(config.base_model, config, dtype=dtype, log=log)
+        model, tokenizer = build_model(config.base_model, config, dtype=dtype, log=log,
+                                       attn_implementation=attn_implementation)
         load_adapter(model, directory)
     if device:
         model.to(device)

@@ -28,6 +28,7 @@ class TrainConfig:
     balance_coefficient: float = 0.01
     maturity_ratio: float = 0.5  # all experts become mature (sparse routing) at this share of planned steps
     mature_after_steps: int | None = None  # explicit step instead of maturity_ratio; -1 = never
+    attn_implementation: str = "sdpa"  # sdpa | eager | flash_attention_2 | flex_attention
     # optimisation
     output_dir: str = "outputs/dylora-moe"
     run_name: str | None = None
@@ -84,6 +85,8 @@ FLAG_HELP = {
                     "gate's input over the sequence) or 'sequence' (one running mean of the first layer's input, "
                     "shared by all gates), so experts specialise by skill; default: the checkpoint's when "
                     "resuming, 'sequence' in --mode continual, else 'token'",
+    "attn_implementation": "attention kernel of the base: sdpa, eager, flash_attention_2 (NVIDIA GPU + flash-attn) "
+                           "or flex_attention",
     "model_name": "hub id, local HF model directory, or 'tiny' (embedded base, built offline once)",
     "target_modules": "comma-separated projection names (default per architecture: q_proj,v_proj; c_attn for GPT-2)",
     "maturity_ratio": "share of the planned steps after which all experts are mature (sparse top-k routing)",

@@ -168,7 +168,8 @@ def train(cfg: TrainConfig, log=_log, extra_callbacks: list | None = None) -> Tr
 
     # 2. model and data
     set_seed(cfg.seed)
-    model, tokenizer = build_model(cfg.model_name, new_config, log=log)
+    model, tokenizer = build_model(cfg.model_name, new_config, log=log, attn_implementation=cfg.attn_implementation,
+                                   training=True)
     model.label_smoothing = cfg.label_smoothing
     full_resume = resume.path is not None and not cfg.weights_only_resume
     if resume.path is not None:
