@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from dylora_moe.eval.cli import add_attn_argument
+from dylora_moe.eval.cli import add_attn_argument, add_model_arguments
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -17,10 +17,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Generate from a checkpoint (directory or store URI) or, with --base-model, a bare base. The "
         "prompt (--prompt, --prompt-file or stdin) is wrapped in the training prompt template unless --raw.",
     )
-    parser.add_argument("--model", required=True, metavar="CKPT|URI",
-                        help="checkpoint directory or store URI; with --base-model, a base model name or directory")
-    parser.add_argument("--base-model", "--base_model", dest="base_model", action="store_true",
-                        help="generate with the bare base model (no experts)")
+    add_model_arguments(parser, "generate")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--prompt", default=None, help="the instruction (default: read --prompt-file or stdin)")
     source.add_argument("--prompt-file", "--prompt_file", dest="prompt_file", default=None, metavar="FILE")
