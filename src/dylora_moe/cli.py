@@ -17,6 +17,7 @@ from dylora_moe.errors import UserError, network_error
 SUBCOMMAND_MODULES = {
     "train": "dylora_moe.training.cli",
     "eval": "dylora_moe.eval.cli",
+    "generate": "dylora_moe.eval.generate_cli",
     "checkpoints": "dylora_moe.checkpoint.cli",
     "submit": "dylora_moe.cloud.cli",
     "report": "dylora_moe.report.cli",

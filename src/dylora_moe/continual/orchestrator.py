@@ -61,7 +61,8 @@ class _Embedder:
         from dylora_moe.model.loading import load_base_model
 
         self.cfg, self.ccfg = cfg, ccfg
-        self.model, self.tokenizer = load_base_model(cfg.model_name, log=log)
+        self.model, self.tokenizer = load_base_model(cfg.model_name, log=log,
+                                                     attn_implementation=cfg.attn_implementation)
         self.model.eval()
 
     def skill_data(self, spec: str):

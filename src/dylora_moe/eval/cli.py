@@ -6,6 +6,24 @@ import argparse
 import sys
 
 
+def add_model_arguments(parser: argparse.ArgumentParser, verb: str) -> None:
+    """--model and --base-model, shared by the commands that run a trained checkpoint."""
+    parser.add_argument("--model", required=True, metavar="PATH|URI",
+                        help="checkpoint directory or store URI (wandb://, gs://, s3://); with --base-model, a "
+                        "base model name or directory")
+    parser.add_argument("--base-model", "--base_model", dest="base_model", action="store_true",
+                        help=f"{verb} with the bare base model (no experts), for comparison")
+
+
+def add_attn_argument(parser: argparse.ArgumentParser) -> None:
+    from dylora_moe.model.attention import ATTN_IMPLEMENTATIONS, DEFAULT_ATTN_IMPLEMENTATION
+
+    parser.add_argument("--attn_implementation", "--attn-implementation", dest="attn_implementation",
+                        default=DEFAULT_ATTN_IMPLEMENTATION, metavar="NAME",
+                        help=f"attention kernel: {', '.join(ATTN_IMPLEMENTATIONS)} (default "
+                        f"{DEFAULT_ATTN_IMPLEMENTATION})")
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "eval",
@@ -13,11 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Generate completions with a checkpoint (directory or store URI) or a bare base model, run "
         "each against the benchmark's own tests in a sandboxed process, and report pass@k.",
     )
-    parser.add_argument("--model", required=True, metavar="PATH|URI",
-                        help="checkpoint directory or store URI (wandb://, gs://, s3://); with --base-model, a "
-                        "base model name or directory")
-    parser.add_argument("--base-model", "--base_model", dest="base_model", action="store_true",
-                        help="evaluate the bare base model (no experts), for comparison")
+    add_model_arguments(parser, "evaluate")
     parser.add_argument("--benchmarks", default="humaneval", help="comma-separated: humaneval,mbpp")
     parser.add_argument("--limit", type=int, default=None, help="first N problems of each benchmark")
     parser.add_argument("--n", type=int, default=1, help="samples per problem (n > 1 needs --temperature > 0)")
@@ -39,6 +53,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from dylora_moe.model.quantization import add_quantization_flags
 
     add_quantization_flags(parser)
+    add_attn_argument(parser)
     parser.set_defaults(func=_run)
 
 
@@ -75,7 +90,8 @@ def _run(args: argparse.Namespace) -> int:
                         "expected a dylora-moe build with the model package; reinstall dylora-moe") from exc
 
     model, tokenizer = load_model_for_inference(args.model, base_only=args.base_model, device=args.device,
-                                                dtype=args.dtype, quantization=quantization)
+                                                dtype=args.dtype, quantization=quantization,
+                                                attn_implementation=args.attn_implementation)
     results = evaluate(
         model, tokenizer, benchmarks, n=args.n, k=args.k, limit=args.limit, temperature=args.temperature,
         top_p=args.top_p, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed,

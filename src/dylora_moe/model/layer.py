@@ -3,7 +3,9 @@ dequantizes) plus E LoRA experts mixed by a shared router.
 
 All experts' deltas are computed in two matmuls: the A matrices concatenated to rank E*r, the E*r
 activations scaled block-wise by the routing weights, then the concatenated B matrices. Sparse routing only
-zeroes weights, so it never costs more than dense routing.
+zeroes weights, so it never costs more than dense routing. Without autograd (generation, evaluation) the
+concatenated matrices are kept between forwards and rebuilt only when an expert's weights change (an optimizer
+step, a load, a copy or new experts all bump the parameters' version counters or storage).
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ class MoELoRALinear(nn.Module):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.lora_A = nn.ParameterList()
         self.lora_B = nn.ParameterList()
+        self._concat_key: tuple | None = None
+        self._concat: tuple[torch.Tensor, torch.Tensor] | None = None
         self.__dict__["router"] = router  # shared with sibling projections; registered once on the model
         router.num_consumers += 1
         self.add_experts(num_experts)
@@ -61,12 +65,29 @@ class MoELoRALinear(nn.Module):
             self.lora_A.append(nn.Parameter(a))
             self.lora_B.append(nn.Parameter(b))
 
+    def concatenated_experts(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(A (E*r, in), B (out, E*r)); with autograd off, reused until a parameter changes."""
+        if torch.is_grad_enabled():
+            self._concat_key = self._concat = None
+            return torch.cat(tuple(self.lora_A), dim=0), torch.cat(tuple(self.lora_B), dim=1)
+        params = (*self.lora_A, *self.lora_B)
+        key = tuple((p._version, p.data_ptr(), p.dtype, p.device) for p in params)
+        if self._concat is None or key != self._concat_key:
+            self._concat = (torch.cat(tuple(self.lora_A), dim=0), torch.cat(tuple(self.lora_B), dim=1))
+            self._concat_key = key
+        return self._concat
+
+    def train(self, mode: bool = True) -> "MoELoRALinear":
+        self._concat_key = self._concat = None  # also covers in-place writes through `.data`, which keep versions
+        return super().train(mode)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base(x)
         weights = self.router(x)  # (..., E)
-        a = torch.cat(tuple(self.lora_A), dim=0)  # (E*r, in)
-        b = torch.cat(tuple(self.lora_B), dim=1)  # (out, E*r)
-        hidden = F.linear(self.dropout(x).to(a.dtype), a)  # (..., E*r)
+        a, b = self.concatenated_experts()  # (E*r, in), (out, E*r)
+        if self.training:
+            x = self.dropout(x)
+        hidden = F.linear(x.to(a.dtype), a)  # (..., E*r)
         hidden = (hidden.unflatten(-1, (self.num_experts, self.r)) * weights.to(a.dtype).unsqueeze(-1)).flatten(-2)
         delta = F.linear(hidden, b) * self.scaling
         return out + delta.to(out.dtype)

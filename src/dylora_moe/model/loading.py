@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from dylora_moe.errors import UserError
+from dylora_moe.model.attention import DEFAULT_ATTN_IMPLEMENTATION, attn_load_error, check_attn_implementation
 from dylora_moe.model.config import ADAPTER_CONFIG_NAME, DyLoRAConfig
 
 TINY_NAME = "tiny"
@@ -29,11 +30,14 @@ def _hub_offline() -> bool:
 
 
 def load_base_model(model_name: str, dtype: str | torch.dtype | None = None, revision: str | None = None, log=print,
-                    quantization=None):
+                    quantization=None, attn_implementation: str = DEFAULT_ATTN_IMPLEMENTATION,
+                    training: bool = False):
     """(model, tokenizer) for a hub id, a local HF directory or `tiny`; the tokenizer always has a pad token.
-    `quantization` (a `quantization.Quantization`) loads its Linear layers in 4 or 8 bits."""
+    `quantization` (a `quantization.Quantization`) loads its Linear layers in 4 or 8 bits;
+    `attn_implementation` picks the attention kernel (see attention.py); `training` checks it can train here."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    check_attn_implementation(attn_implementation, training=training)
     path = resolve_base_name(model_name, log=log)
     local = Path(path).is_dir()
     if not local and _hub_offline():
@@ -51,7 +55,12 @@ def load_base_model(model_name: str, dtype: str | torch.dtype | None = None, rev
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
         model = AutoModelForCausalLM.from_pretrained(path, revision=revision, dtype=torch_dtype or torch.float32,
+                                                     attn_implementation=attn_implementation,
                                                      **quantized)
+    except (ImportError, ValueError) as exc:
+        if "attn" not in str(exc).lower() and "attention" not in str(exc).lower():
+            raise
+        raise attn_load_error(attn_implementation, exc) from None
     except OSError as exc:
         raise UserError(
             f"could not load base model {model_name!r}: {str(exc).splitlines()[0]}; "
@@ -74,12 +83,14 @@ def is_adapter_dir(path: str | Path) -> bool:
     return (Path(path) / ADAPTER_CONFIG_NAME).is_file()
 
 
-def build_model(model_name: str, config: DyLoRAConfig, dtype=None, log=print, quantization=None):
+def build_model(model_name: str, config: DyLoRAConfig, dtype=None, log=print, quantization=None,
+                attn_implementation: str = DEFAULT_ATTN_IMPLEMENTATION, training: bool = False):
     """Fresh DyLoRA-MoE model on a base (quantized when `quantization` is given); returns (model, tokenizer)."""
     from dylora_moe.model.moe_model import DyLoRAMoEModel
 
     base, tokenizer = load_base_model(model_name, dtype=dtype, revision=config.base_model_revision, log=log,
-                                      quantization=quantization)
+                                      quantization=quantization, attn_implementation=attn_implementation,
+                                      training=training)
     if quantization is not None:
         from dylora_moe.model.quantization import prepare_for_kbit_training
 
@@ -89,12 +100,15 @@ def build_model(model_name: str, config: DyLoRAConfig, dtype=None, log=print, qu
 
 
 def load_model_for_inference(source: str, base_only: bool = False, device: str | None = None,
-                             dtype: str | None = None, log=print, quantization=None):
+                             dtype: str | None = None, log=print, quantization=None,
+                             attn_implementation: str = DEFAULT_ATTN_IMPLEMENTATION):
     """(model, tokenizer) in eval mode from a checkpoint dir, a store URI, or (base_only) a base model name."""
     from dylora_moe.model.adapter_io import load_adapter
 
+    check_attn_implementation(attn_implementation)
     if base_only:
-        model, tokenizer = load_base_model(source, dtype=dtype, log=log, quantization=quantization)
+        model, tokenizer = load_base_model(source, dtype=dtype, log=log, quantization=quantization,
+                                           attn_implementation=attn_implementation)
     else:
         directory = Path(source)
         if not is_adapter_dir(directory):
@@ -102,7 +116,8 @@ def load_model_for_inference(source: str, base_only: bool = False, device: str |
 
             directory = resolve_resume_source(source, log=log)
         config = DyLoRAConfig.load(directory)
-        model, tokenizer = build_model(config.base_model, config, dtype=dtype, log=log, quantization=quantization)
+        model, tokenizer = build_model(config.base_model, config, dtype=dtype, log=log, quantization=quantization,
+                                       attn_implementation=attn_implementation)
         load_adapter(model, directory)
     if quantization is not None and not device:  # its loader placed the base (on the GPU when there is one)
         device = next(model.parameters()).device

@@ -84,6 +84,8 @@ class Router(nn.Module):
         gate_input = self._gate_input(x)
         if ctx.capture is not None:
             ctx.capture.setdefault(id(self), []).append(gate_input.detach())
+        if not (torch.is_grad_enabled() or ctx.collect_stats or (ctx.sparse and ctx.top_k > 1)):
+            return self._remember(x, self._inference_weights(gate_input).to(x.dtype))
         logits = F.linear(gate_input.to(self.weight.dtype), self.weight) / ctx.temperature
         probs = torch.softmax(logits.float(), dim=-1)
         if ctx.sparse:
@@ -97,9 +99,24 @@ class Router(nn.Module):
         weights = weights.to(x.dtype)
         if ctx.detach_weights:
             weights = weights.detach()
+        return self._remember(x, weights)
+
+    def _remember(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Keep this decision for the sibling projections that read the same input."""
         if self.num_consumers > 1:
             self._cached_input, self._cached_weights, self._cache_hits = x, weights, 1
         return weights
+
+    def _inference_weights(self, gate_input: torch.Tensor) -> torch.Tensor:
+        """The same weights as the training path in fewer ops (no statistics, no autograd): softmax for dense
+        routing, the argmax's one-hot for sparse top-1 (the top-1 softmax is exactly 1)."""
+        logits = F.linear(gate_input.to(self.weight.dtype), self.weight)
+        if self.context.temperature != 1.0:
+            logits = logits / self.context.temperature
+        if not self.context.sparse:
+            return torch.softmax(logits, dim=-1, dtype=torch.float32)
+        chosen = logits.argmax(dim=-1, keepdim=True)
+        return torch.zeros(logits.shape, device=logits.device, dtype=torch.float32).scatter_(-1, chosen, 1.0)
 
     def _gate_input(self, x: torch.Tensor) -> torch.Tensor:
         ctx = self.context

@@ -30,6 +30,7 @@ class TrainConfig:
     balance_coefficient: float = 0.01
     maturity_ratio: float = 0.5  # all experts become mature (sparse routing) at this share of planned steps
     mature_after_steps: int | None = None  # explicit step instead of maturity_ratio; -1 = never
+    attn_implementation: str = "sdpa"  # sdpa | eager | flash_attention_2 | flex_attention
     # optimisation
     output_dir: str = "outputs/dylora-moe"
     overwrite_output_dir: bool = False  # a fresh run may delete the checkpoints another run left in output_dir
@@ -139,6 +140,8 @@ FLAG_HELP = {
                     "resuming, 'sequence' in --mode continual, else 'token'",
     "overwrite_output_dir": "let a fresh run delete the checkpoints another run left in --output_dir (otherwise "
                             "refused: resume it, or choose a new --output_dir)",
+    "attn_implementation": "attention kernel of the base: sdpa, eager, flash_attention_2 (NVIDIA GPU + flash-attn) "
+                           "or flex_attention",
     "model_name": "hub id, local HF model directory, or 'tiny' (embedded base, built offline once)",
     "target_modules": "comma-separated projection names (default per architecture: q_proj,v_proj; c_attn for GPT-2)",
     "maturity_ratio": "share of the planned steps after which all experts are mature (sparse top-k routing)",

@@ -185,7 +185,8 @@ def _train(cfg: TrainConfig, log, extra_callbacks: list | None) -> TrainResult:
 
     # 2. model and data
     set_seed(cfg.seed)
-    model, tokenizer = build_model(cfg.model_name, new_config, log=log, quantization=base_quantization(cfg))
+    model, tokenizer = build_model(cfg.model_name, new_config, log=log, quantization=base_quantization(cfg),
+                                   attn_implementation=cfg.attn_implementation, training=True)
     model.label_smoothing = cfg.label_smoothing
     full_resume = resume.path is not None and not cfg.weights_only_resume
     if resume.path is not None:

@@ -1,0 +1,111 @@
+"""`dylora-moe generate --model CKPT|URI`: complete one prompt with a trained checkpoint, streamed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from dylora_moe.eval.cli import add_attn_argument, add_model_arguments
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "generate",
+        help="complete one prompt with a checkpoint (streamed; tokens/s on stderr)",
+        description="Generate from a checkpoint (directory or store URI) or, with --base-model, a bare base. The "
+        "prompt (--prompt, --prompt-file or stdin) is wrapped in the training prompt template unless --raw.",
+    )
+    add_model_arguments(parser, "generate")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--prompt", default=None, help="the instruction (default: read --prompt-file or stdin)")
+    source.add_argument("--prompt-file", "--prompt_file", dest="prompt_file", default=None, metavar="FILE")
+    parser.add_argument("--raw", action="store_true", help="send the prompt as is, without the training template")
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    parser.add_argument("--top_p", "--top-p", dest="top_p", type=float, default=0.95)
+    parser.add_argument("--max_new_tokens", "--max-new-tokens", dest="max_new_tokens", type=int, default=256)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of streaming text")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cpu)")
+    parser.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: the loader's)")
+    add_attn_argument(parser)
+    from dylora_moe.model.quantization import add_quantization_flags
+
+    add_quantization_flags(parser)
+    parser.set_defaults(func=_run)
+
+
+def read_prompt(args: argparse.Namespace) -> str:
+    from dylora_moe.errors import UserError
+
+    if args.prompt is not None:
+        text = args.prompt
+    elif args.prompt_file is not None:
+        try:
+            text = Path(args.prompt_file).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UserError(f"cannot read --prompt-file {args.prompt_file}: {exc.strerror}; "
+                            "expected a readable text file") from None
+    elif not sys.stdin.isatty():
+        text = sys.stdin.read()
+    else:
+        raise UserError("no prompt: pass --prompt TEXT, --prompt-file FILE, or pipe the prompt on stdin")
+    if not text.strip():
+        raise UserError("the prompt is empty; expected some text in --prompt, --prompt-file or stdin")
+    return text
+
+
+def _checkpoint_uses_chat_template(directory: Path) -> bool:
+    """Whether the run that wrote this checkpoint prompted with the tokenizer's chat template."""
+    path = directory / "run_config.json"  # the trainer's RUN_CONFIG_NAME; importing the trainer would load wandb
+    if not path.is_file():
+        return False
+    return bool(json.loads(path.read_text()).get("data", {}).get("use_chat_template", False))
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from dylora_moe.eval.generation import GenerationConfig
+    from dylora_moe.eval.single_prompt import complete, prompt_ids
+    from dylora_moe.model.attention import check_attn_implementation
+    from dylora_moe.model.loading import is_adapter_dir, load_model_for_inference
+    from dylora_moe.model.quantization import quantization_from_args
+
+    config = GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                              seed=args.seed)
+    check_attn_implementation(args.attn_implementation)
+    text = read_prompt(args)
+    source = args.model
+    chat = False
+    if not args.base_model:
+        directory = Path(source)
+        if not is_adapter_dir(directory):
+            from dylora_moe.checkpoint.resolve import resolve_resume_source
+
+            directory = resolve_resume_source(source, log=_log)
+        source, chat = str(directory), _checkpoint_uses_chat_template(directory)
+    model, tokenizer = load_model_for_inference(source, base_only=args.base_model, device=args.device,
+                                                dtype=args.dtype, log=_log, quantization=quantization_from_args(args),
+                                                attn_implementation=args.attn_implementation)
+    chat = chat and bool(getattr(tokenizer, "chat_template", None))
+    ids = prompt_ids(tokenizer, text, raw=args.raw, chat=chat)
+
+    def stream(piece: str) -> None:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+
+    result = complete(model, tokenizer, ids, config, on_text=None if args.json else stream)
+    if args.json:
+        print(json.dumps({"prompt": text, "completion": result.text, "new_tokens": result.new_tokens,
+                          "seconds": round(result.seconds, 4), "tokens_per_second": round(result.tokens_per_second, 2),
+                          "stopped_at_eos": result.stopped_at_eos}))
+    else:
+        print()
+        end = "stopped at EOS" if result.stopped_at_eos else f"reached --max_new_tokens {args.max_new_tokens}"
+        _log(f"[generate] {result.new_tokens} tokens in {result.seconds:.2f} s "
+             f"({result.tokens_per_second:.1f} tokens/s), {end}")
+    return 0
