@@ -97,7 +97,8 @@ def test_wandb_hook(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_cli_eval(pair, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     calls: list = []
 
-    def load_model_for_inference(source, base_only=False, device=None, dtype=None, quantization=None):
+    def load_model_for_inference(source, base_only=False, device=None, dtype=None, quantization=None,
+                                 attn_implementation=None):
         calls.append((source, base_only, device, dtype))
         return pair
 
