@@ -46,6 +46,8 @@ class TrainConfig:
     bf16: bool = False
     fp16: bool = False
     gradient_checkpointing: bool = False
+    group_by_length: bool = False  # batches of similar lengths (seeded, resumable)
+    packing: bool = False  # padding-free: each micro-batch's examples in one row, no attention across them
     # evaluation, checkpoints, stopping
     save_steps: int = 50
     eval_steps: int | None = None  # default: save_steps
@@ -96,6 +98,9 @@ FLAG_HELP = {
     "grow_experts": "add N new immature experts to the resumed model",
     "grow_experts_from": "initialise the grown experts as copies of this expert instead of from scratch",
     "checkpoint_store": "upload checkpoints to this store URI (dir, gs://, s3://, wandb://entity/project/name)",
+    "group_by_length": "batch examples of similar lengths (seeded order per epoch; less padding, exact resume)",
+    "packing": "padding-free batches: each micro-batch's examples flattened into one row (positions restart, "
+               "no attention or routing context across examples); no compute on pad tokens",
     "eval_steps": "evaluate every N steps (default: --save_steps)",
     "eval_benchmarks": "run code benchmarks (humaneval,mbpp) on the trained weights, sandboxed",
     "eval_benchmarks_when": "'end' of training or every 'epoch'",
