@@ -64,6 +64,19 @@ def _past_length(kwargs: dict) -> int:
     return 0
 
 
+def packed_segment_starts(position_ids) -> torch.Tensor | None:
+    """For packed rows (position_ids restarting at 0 inside a row, no attention mask): the index of each token's
+    example start, so running means restart per example; None when no row holds more than one example."""
+    if not isinstance(position_ids, torch.Tensor) or position_ids.dim() != 2 or position_ids.shape[1] < 2:
+        return None
+    restarts = position_ids[:, 1:] == 0
+    if not bool(restarts.any()):
+        return None
+    index = torch.arange(position_ids.shape[1], device=position_ids.device).expand_as(position_ids)
+    is_start = torch.cat([torch.ones_like(restarts[:, :1]), restarts], dim=1)
+    return torch.where(is_start, index, torch.zeros_like(index)).cummax(dim=1).values
+
+
 class DyLoRAMoEModel(nn.Module):
     """Wraps any `AutoModelForCausalLM`; only experts and routers are trainable."""
 
@@ -198,6 +211,9 @@ class DyLoRAMoEModel(nn.Module):
         mask = kwargs.get("attention_mask")
         self.routing.token_mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
         self.routing.continue_context = _past_length(kwargs) > 0
+        self.routing.segment_starts = None
+        if self.routing.token_mask is None and not self.routing.continue_context:
+            self.routing.segment_starts = packed_segment_starts(kwargs.get("position_ids"))
         self.routing.shared_context = None
         self.routing.stats = []
         return None
@@ -217,6 +233,9 @@ class DyLoRAMoEModel(nn.Module):
         self.routing.collect_stats = labels is not None
         self.routing.targets = expert_ids if labels is not None else None
         self.routing.target_mask = (labels != -100) if expert_ids is not None and labels is not None else None
+        if attention_mask is None and kwargs.get("past_key_values") is None and \
+                packed_segment_starts(kwargs.get("position_ids")) is not None:
+            kwargs["use_cache"] = False  # transformers reads example boundaries from position_ids only without cache
         try:
             out = self.base_model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
             result = DyLoRAOutput(logits=out.logits, cache=getattr(out, "cache", None))

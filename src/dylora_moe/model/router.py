@@ -39,6 +39,7 @@ class RoutingContext:
     router_input: str = "token"  # token | context | sequence (see the module docstring)
     shared_context: torch.Tensor | None = None  # "sequence": this forward's running mean, computed by the first gate
     continue_context: bool = False  # this forward continues the previous one's sequences (cached generation)
+    segment_starts: torch.Tensor | None = None  # (batch, seq) packed rows: index of each token's example start
     stats: list["RouterStats"] = field(default_factory=list)
 
 
@@ -139,8 +140,12 @@ class Router(nn.Module):
             weights = mask[:, -seq:].to(device=x.device, dtype=torch.float32).unsqueeze(-1)
         else:
             weights = torch.ones(batch, seq, 1, device=x.device, dtype=torch.float32)
-        sums = (x.float() * weights).cumsum(dim=1)
+        weighted = x.float() * weights
+        sums = weighted.cumsum(dim=1)
         counts = weights.cumsum(dim=1)
+        starts = ctx.segment_starts
+        if starts is not None and starts.shape == (batch, seq):
+            sums, counts = _restart_at(starts, sums, weighted), _restart_at(starts, counts, weights)
         state = self._context_state
         if ctx.continue_context and state is not None:
             if state[0].shape[0] != batch:
@@ -213,3 +218,10 @@ class Router(nn.Module):
         grown = torch.cat([self.weight.data, new_rows.to(self.weight.dtype)], dim=0)
         self.weight = nn.Parameter(grown, requires_grad=self.weight.requires_grad)
         self.clear_cache()
+
+
+def _restart_at(starts: torch.Tensor, running: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+    """Running sums (batch, seq, d) that restart at each packed example: minus the sum before its first token."""
+    before = running - step  # exclusive running sums
+    index = starts.to(running.device).unsqueeze(-1).expand(-1, -1, running.shape[-1])
+    return running - before.gather(1, index)

@@ -53,6 +53,8 @@ class TrainConfig:
     load_in_4bit: bool = False  # frozen base in 4-bit NF4 (QLoRA; needs bitsandbytes)
     load_in_8bit: bool = False
     bnb_4bit_compute_dtype: str | None = None  # float32 | bfloat16 | float16; None: follows --bf16/--fp16
+    group_by_length: bool = False  # batches of similar lengths (seeded, resumable)
+    packing: bool = False  # padding-free: each micro-batch's examples in one row, no attention across them
     # evaluation, checkpoints, stopping
     save_steps: int = 50
     eval_steps: int | None = None  # default: save_steps
@@ -159,6 +161,9 @@ FLAG_HELP = {
     "load_in_8bit": "load the frozen base's Linear layers in 8 bits (LLM.int8; needs bitsandbytes)",
     "bnb_4bit_compute_dtype": "dtype the 4-bit layers compute in, and of the base's unquantized weights: float32, "
                               "bfloat16 or float16 (default: bfloat16 with --bf16, float16 with --fp16, else float32)",
+    "group_by_length": "batch examples of similar lengths (seeded order per epoch; less padding, exact resume)",
+    "packing": "padding-free batches: each micro-batch's examples flattened into one row (positions restart, "
+               "no attention or routing context across examples); no compute on pad tokens",
     "eval_steps": "evaluate every N steps (default: --save_steps)",
     "eval_benchmarks": "run code benchmarks (humaneval,mbpp) on the trained weights, sandboxed",
     "eval_benchmarks_when": "'end' of training or every 'epoch'",

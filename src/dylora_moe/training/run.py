@@ -112,6 +112,17 @@ def _steps_per_epoch(num_examples: int, batch: int, world: int, grad_accum: int)
     return max(len_dataloader // grad_accum + int(len_dataloader % grad_accum > 0), 1)
 
 
+def _train_collator(cfg: TrainConfig, tokenizer):
+    """Padding-free rows with --packing (for evaluation too: the losses are the same), right padding otherwise."""
+    if cfg.packing:
+        from dylora_moe.data.packing import PackingCollator
+
+        return PackingCollator()
+    from dylora_moe.data.collator import CausalLMCollator
+
+    return CausalLMCollator(tokenizer.pad_token_id)
+
+
 def train(cfg: TrainConfig, log=_log, extra_callbacks: list | None = None) -> TrainResult:
     """Train (or resume) a DyLoRA-MoE model as configured; returns a summary. Raises UserError on bad input.
 
@@ -129,7 +140,6 @@ def _train(cfg: TrainConfig, log, extra_callbacks: list | None) -> TrainResult:
     from transformers import TrainingArguments, set_seed
 
     from dylora_moe.training.resume_source import resolve_resume
-    from dylora_moe.data.collator import CausalLMCollator
     from dylora_moe.data.pipeline import build_datasets
     from dylora_moe.model.adapter_io import load_adapter
     from dylora_moe.model.loading import build_model
@@ -285,6 +295,9 @@ def _train(cfg: TrainConfig, log, extra_callbacks: list | None) -> TrainResult:
         callbacks.append(ReportCallback(log=log))
     callbacks += extra_callbacks or []
 
+    if cfg.packing and any(callable(getattr(cb, "wrap_collator", None)) for cb in callbacks):
+        raise UserError("--packing puts several examples in one row, but this mode adds per-sequence inputs "
+                        "(skill-supervised routing); drop --packing or use --group_by_length")
     run_config = cfg.to_dict()
 
     def metadata() -> dict:
@@ -300,10 +313,15 @@ def _train(cfg: TrainConfig, log, extra_callbacks: list | None) -> TrainResult:
 
     trainer = DyLoRATrainer(
         model=model, args=args, train_dataset=data.train, eval_dataset=data.eval if len(data.eval) else None,
-        data_collator=CausalLMCollator(tokenizer.pad_token_id), processing_class=tokenizer, callbacks=callbacks,
+        data_collator=_train_collator(cfg, tokenizer), processing_class=tokenizer, callbacks=callbacks,
         dylora_state=dylora_state, run_config=run_config, metadata_fn=metadata, log=log,
     )
     trainer.resume_plan = plan
+    if cfg.group_by_length:
+        from dylora_moe.data.length_sampler import SeededLengthGroupedSampler
+
+        lengths = [len(ids) for ids in data.train["input_ids"]]
+        trainer.train_sampler = SeededLengthGroupedSampler(lengths, cfg.train_batch_size, cfg.seed)
     from dylora_moe.training.distributed import check_supported_parallelism
 
     check_supported_parallelism(trainer)  # FSDP/DeepSpeed would shard what the checkpoint writer expects whole

@@ -82,6 +82,7 @@ class DyLoRATrainer(Trainer):
         self.metadata_fn = metadata_fn  # () -> dict for the checkpoint manifest
         self.resume_plan: ResumePlan | None = None
         self.position_fn = None  # () -> dict, the data position at save time (set by the run)
+        self.train_sampler = None  # when set (e.g. length grouping), the training order instead of HF's random one
         # ours, not HF's `args.save_total_limit`: with a limit of 1 HF deletes the last checkpoint at the end of
         # training when it is not the best one, which would lose the point to resume from
         self.save_total_limit: int | None = None
@@ -137,6 +138,9 @@ class DyLoRATrainer(Trainer):
             logs.update(self.eval_stats.averages(prefix="eval_"))
             self.eval_stats.reset()
         super().log(logs, start_time)
+
+    def _get_train_sampler(self, train_dataset=None):
+        return self.train_sampler if self.train_sampler is not None else super()._get_train_sampler(train_dataset)
 
     # ------------------------------------------------------------------ checkpoints: save
     def _save_checkpoint(self, model, trial):
