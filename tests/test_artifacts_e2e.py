@@ -163,7 +163,7 @@ def test_wandb_preempted_run_uploads_its_last_checkpoint_and_a_new_vm_resumes(ba
     import subprocess
     import sys
 
-    from test_training_signals import SRC, cli_args
+    from train_helpers import SRC, cli_args
 
     env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
     store_uri = "wandb://ent/proj/spot"

@@ -82,7 +82,7 @@ class SdkBackend:
         import wandb
 
         active = wandb.run
-        if active is not None and (active.entity, active.project) == (entity, project):
+        if active is not None and _logs_to(active, entity, project):
             return active
         with self._lock:
             run = self._upload_runs.get((entity, project))
@@ -148,3 +148,9 @@ def _collection_exists(api, path: str) -> bool | None:
         return bool(exists(path, ARTIFACT_TYPE))
     except Exception:  # noqa: BLE001 - an unreachable server: the listing error is the one to report
         return None
+
+
+def _logs_to(run, entity: str, project: str) -> bool:
+    """Whether `run` files artifacts under entity/project. An offline run knows no entity (the server assigns
+    it at `wandb sync`), so there the project decides."""
+    return run.project == project and (run.entity or entity) == entity
