@@ -19,6 +19,7 @@ from pathlib import Path
 from dylora_moe.errors import UserError
 
 MANIFEST_NAME = "manifest.json"
+RUN_CONFIG_NAME = "run_config.json"  # the run's training arguments, written by the trainer
 COMPLETE_MARKER = "COMPLETE"  # written last; a dir without it is partial and ignored
 MANIFEST_FORMAT = "dylora-moe-checkpoint/1"
 CHECKPOINT_DIR_RE = re.compile(r"^checkpoint-(\d+)$")

@@ -58,7 +58,9 @@ def read_prompt(args: argparse.Namespace) -> str:
 
 def _checkpoint_uses_chat_template(directory: Path) -> bool:
     """Whether the run that wrote this checkpoint prompted with the tokenizer's chat template."""
-    path = directory / "run_config.json"  # the trainer's RUN_CONFIG_NAME; importing the trainer would load wandb
+    from dylora_moe.checkpoint.manifest import RUN_CONFIG_NAME
+
+    path = directory / RUN_CONFIG_NAME
     if not path.is_file():
         return False
     return bool(json.loads(path.read_text()).get("data", {}).get("use_chat_template", False))

@@ -88,7 +88,11 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def check(self) -> None:
-        """Every numeric option in its range, before torch sees it (NaN, negative rates, impossible top-k)."""
+        """Every option that needs no I/O, before torch sees it (NaN, negative rates, impossible top-k)."""
+        if self.bf16 and self.fp16:
+            raise UserError("--bf16 and --fp16 were both given; choose one")
+        if self.router_input not in (None, "token", "context", "sequence"):
+            raise UserError(f"--router_input must be token, context or sequence, got {self.router_input!r}")
         check_numbers(self)
 
 
@@ -144,7 +148,7 @@ FLAG_HELP = {
                             "refused: resume it, or choose a new --output_dir)",
     "attn_implementation": "attention kernel of the base: sdpa, eager, flash_attention_2 (NVIDIA GPU + flash-attn) "
                            "or flex_attention",
-    "model_name": "hub id, local HF model directory, or 'tiny' (embedded base, built offline once)",
+    "model_name": "hub id, local HF model directory, or 'tiny' (the embedded base shipped with the package)",
     "target_modules": "comma-separated projection names (default per architecture: q_proj,v_proj; c_attn for GPT-2)",
     "maturity_ratio": "share of the planned steps after which all experts are mature (sparse top-k routing)",
     "mature_after_steps": "step after which all experts are mature (overrides --maturity_ratio; -1 = never)",

@@ -48,11 +48,7 @@ def _model_config(cfg: TrainConfig):
 
 
 def _check_flags(cfg: TrainConfig) -> None:
-    if cfg.bf16 and cfg.fp16:
-        raise UserError("--bf16 and --fp16 were both given; choose one")
     cfg.check()
-    if cfg.router_input not in (None, "token", "context", "sequence"):
-        raise UserError(f"--router_input must be token, context or sequence, got {cfg.router_input!r}")
     _check_datasets(cfg.data.datasets)
     base_quantization(cfg)  # bad quantization options (or no bitsandbytes) fail before anything loads
     if cfg.checkpoint_store:

@@ -25,11 +25,11 @@ from dylora_moe.training.resume_plan import ResumePlan
 from dylora_moe.training.rng import load_rng_state, save_rng_state
 from dylora_moe.training.optimizer_growth import (optimizer_param_names, remap_optimizer_state,
                                                   save_optimizer_param_names, saved_param_names)
+from dylora_moe.checkpoint.manifest import RUN_CONFIG_NAME
 from dylora_moe.training.state import DyLoRATrainingState
 from dylora_moe.writable import disk_full, disk_reason, is_disk_error
 
 TRAINER_STATE_NAME = "trainer_state.json"
-RUN_CONFIG_NAME = "run_config.json"
 
 
 class MoEStatsAccumulator:
