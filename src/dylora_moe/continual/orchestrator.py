@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from dylora_moe.continual.config import DEFAULT_THRESHOLD, ContinualConfig
 from dylora_moe.continual.library import SkillLibrary
 from dylora_moe.continual.state import ContinualState, SkillRecord
 from dylora_moe.errors import UserError
+from dylora_moe.processes import log_main
 from dylora_moe.training.config import TrainConfig
 
 SEED, CONSOLIDATE = "seed", "consolidate"
@@ -191,12 +190,7 @@ def _offset_history(history: list, offset: int) -> list:
     return [{**entry, "step": entry.get("step", 0) + offset} for entry in history]
 
 
-def _stderr(message: str) -> None:
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(message, file=sys.stderr, flush=True)
-
-
-def train_continual(cfg: TrainConfig, ccfg: ContinualConfig, log=_stderr, extra_callbacks: list | None = None) -> ContinualResult:
+def train_continual(cfg: TrainConfig, ccfg: ContinualConfig, log=log_main, extra_callbacks: list | None = None) -> ContinualResult:
     """Learn `ccfg.skills` in order (or continue an interrupted sequence in `cfg.output_dir`)."""
     from dylora_moe.training.run import train
 

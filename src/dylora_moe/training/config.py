@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
 
 from dylora_moe.data.config import DataConfig
@@ -86,6 +87,10 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def resume_artifact(self) -> str | None:
+        """`--wandb_checkpoint_artifact`, else `WANDB_CHECKPOINT_ARTIFACT` (the only place that reads it)."""
+        return self.wandb_checkpoint_artifact or os.environ.get("WANDB_CHECKPOINT_ARTIFACT") or None
 
     def check(self) -> None:
         """Every option that needs no I/O, before torch sees it (NaN, negative rates, impossible top-k)."""

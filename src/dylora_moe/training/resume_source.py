@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +20,7 @@ def resolve_resume(cfg, log=print) -> ResumeSource:
     from dylora_moe.checkpoint.resolve import resolve_resume_source
 
     source = cfg.resume_from_checkpoint
-    artifact = cfg.wandb_checkpoint_artifact or os.environ.get("WANDB_CHECKPOINT_ARTIFACT") or None
+    artifact = cfg.resume_artifact()
     if source is None and artifact:
         source = artifact
     if source is None:

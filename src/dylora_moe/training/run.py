@@ -9,13 +9,12 @@ schedule, step/epoch, best metric, early-stopping counter and RNG.
 from __future__ import annotations
 
 import math
-import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from dylora_moe.errors import UserError
+from dylora_moe.processes import is_main_process, log_main
 from dylora_moe.training.config import TrainConfig
 
 
@@ -29,11 +28,6 @@ class TrainResult:
     preempted: bool
     exit_code: int
     log_history: list
-
-
-def _log(message: str) -> None:
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(message, file=sys.stderr, flush=True)
 
 
 def _model_config(cfg: TrainConfig):
@@ -55,7 +49,7 @@ def _check_flags(cfg: TrainConfig) -> None:
         from dylora_moe.checkpoint.stores.uri import check_local_store
 
         check_local_store(cfg.checkpoint_store, "--checkpoint_store", must_exist=False)
-    artifact = cfg.wandb_checkpoint_artifact or os.environ.get("WANDB_CHECKPOINT_ARTIFACT")
+    artifact = cfg.resume_artifact()
     if artifact and cfg.resume_from_checkpoint not in (None, "auto"):
         raise UserError("both --resume_from_checkpoint and --wandb_checkpoint_artifact were given; pass one")
 
@@ -119,14 +113,14 @@ def _train_collator(cfg: TrainConfig, tokenizer):
     return CausalLMCollator(tokenizer.pad_token_id)
 
 
-def train(cfg: TrainConfig, log=_log, extra_callbacks: list | None = None) -> TrainResult:
+def train(cfg: TrainConfig, log=log_main, extra_callbacks: list | None = None) -> TrainResult:
     """Train (or resume) a DyLoRA-MoE model as configured; returns a summary. Raises UserError on bad input.
 
     The main process holds the output directory's run lock throughout (a second run into it is refused)."""
     from dylora_moe.training.run_lock import run_lock
 
     _check_flags(cfg)
-    with run_lock(cfg.output_dir, enabled=int(os.environ.get("RANK", "0")) == 0):
+    with run_lock(cfg.output_dir, enabled=is_main_process()):
         return _train(cfg, log, extra_callbacks)
 
 

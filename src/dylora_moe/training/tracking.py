@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass, field
 
 from dylora_moe.errors import UserError
+from dylora_moe.processes import is_main_process
 
 SECRET_NAME_RE = re.compile(r"(^|_)(api_key|key|token|secret|password|credentials?)($|_)")
 
@@ -86,7 +87,7 @@ def check_resume_artifact(cfg) -> None:
     from dylora_moe.checkpoint.stores.uri import is_wandb_uri
     from dylora_moe.checkpoint.stores.wandb_store import check_wandb_download_preconditions
 
-    artifact = cfg.wandb_checkpoint_artifact or os.environ.get("WANDB_CHECKPOINT_ARTIFACT") or None
+    artifact = cfg.resume_artifact()
     source = cfg.resume_from_checkpoint
     if source in ("latest", "auto"):
         return  # auto falls back to the artifact only when no checkpoint of this run exists
@@ -107,7 +108,7 @@ def setup_tracking(cfg, log=print) -> Tracking:
     if cfg.checkpoint_store:
         check_store_uri(cfg.checkpoint_store)
     tracking = Tracking(store_uri=cfg.checkpoint_store)
-    is_main = int(os.environ.get("RANK", "0")) == 0
+    is_main = is_main_process()
     if not _wandb_wanted(cfg):
         return tracking
     tracking.report_to = ["wandb"]

@@ -1,0 +1,24 @@
+"""Which process is this, and a log line that only the main one prints.
+
+Under torchrun every process runs the same code; user-facing lines (progress, decisions, errors) come once,
+from rank 0. `RANK` is what torchrun and accelerate set; a plain `python` run is rank 0.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def process_rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def is_main_process() -> bool:
+    return process_rank() == 0
+
+
+def log_main(message: str) -> None:
+    """Print `message` to stderr on the main process only (the default `log` of the library entry points)."""
+    if is_main_process():
+        print(message, file=sys.stderr, flush=True)
