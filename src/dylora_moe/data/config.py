@@ -37,12 +37,15 @@ class DataConfig:
         "whatever is usable")})
 
     def check(self) -> None:
-        """Every rule on the data options, before a model or a dataset is loaded: ranges, names known, and no
-        hub dataset while the hub is offline."""
+        """Every rule on the data options, before a model or a dataset is loaded: ranges, names known, one
+        weight per dataset, and no hub dataset while the hub is offline."""
         from dylora_moe.data.splitting import check_percent
 
         check_percent(self.training_subset, "--training_subset")
         check_percent(self.eval_subset, "--eval_subset")
+        if not 0.0 <= self.eval_fraction < 1.0:  # also false for NaN
+            raise UserError(f"--eval_fraction must be in [0, 1), got {self.eval_fraction}; e.g. 0.05 holds out 5% "
+                            "for eval")
         if self.max_seq_length < 2:
             raise UserError(f"--max_seq_length must be at least 2, got {self.max_seq_length}")
         if self.mixing not in ("concat", "interleave"):
@@ -58,12 +61,16 @@ class DataConfig:
     def _check_sources(self) -> None:
         from dylora_moe.data.loading import hub_unreachable_error
         from dylora_moe.data.registry import REGISTRY, parse_datasets
+        from dylora_moe.data.splitting import parse_weights
         from dylora_moe.hub import hub_offline
 
-        for spec in parse_datasets(self.datasets):
+        specs = parse_datasets(self.datasets)
+        for spec in specs:
             hub_id = REGISTRY[spec.base].hub_id if spec.base in REGISTRY else None
             if not spec.path and hub_id and hub_offline():
                 raise hub_unreachable_error(spec.name, hub_id)
+        if self.mixing == "interleave":
+            parse_weights(self.mix_weights, [s.name for s in specs])
 
     def to_dict(self) -> dict:
         return asdict(self)
