@@ -134,6 +134,14 @@ class TrainConfig:
         """`--wandb_checkpoint_artifact`, else `WANDB_CHECKPOINT_ARTIFACT` (the only place that reads it)."""
         return self.wandb_checkpoint_artifact or os.environ.get("WANDB_CHECKPOINT_ARTIFACT") or None
 
+    def wandb_project_name(self) -> str | None:
+        """`--wandb_project`, else `WANDB_PROJECT` (the only place that reads it); set, W&B is wanted."""
+        return self.wandb_project or os.environ.get("WANDB_PROJECT") or None
+
+    def wandb_entity_name(self) -> str | None:
+        """`--wandb_entity`, else `WANDB_ENTITY` (the only place that reads it); None: the W&B account's own."""
+        return self.wandb_entity or os.environ.get("WANDB_ENTITY") or None
+
     def check(self) -> None:
         """Every option, before torch or a model sees it: numbers, datasets (known; hub ones while offline),
         quantization (bitsandbytes installed), a local --checkpoint_store, one resume source."""
