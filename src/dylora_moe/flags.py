@@ -49,10 +49,10 @@ def add_dataclass_flags(parser, cls, skip: typing.Iterable[str] = ()) -> None:
         names = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
         default = getattr(defaults, f.name)
         help_text = f.metadata.get("help", "").replace("%", "%%")
-        options: dict = {"dest": f.name, "default": default,
-                         "help": f"{help_text} (default: %(default)s)" if help_text else "(default: %(default)s)"}
+        options: dict = {"dest": f.name, "default": default, "help": f"{help_text} (default: %(default)s)".lstrip()}
         if hints[f.name] is bool and default:  # the flag turns it off; unset, the field keeps its default
-            options.update(action="store_false", default=argparse.SUPPRESS, help=f"{help_text} (default: False)")
+            options.update(action="store_false", default=argparse.SUPPRESS,
+                           help=f"{help_text} (default: False)".lstrip())
         elif hints[f.name] is bool:
             options["action"] = "store_true"
         else:
