@@ -17,6 +17,7 @@ from dylora_moe.checkpoint.manifest import (
     list_checkpoints,
     publish_atomically,
     read_manifest,
+    safe_member,
     verify_checkpoint,
     write_manifest,
 )
@@ -92,6 +93,17 @@ def test_unsafe_manifest_path_rejected(tmp_path):
     )
     with pytest.raises(CheckpointError, match="unsafe path '../x'"):
         verify_checkpoint(ckpt, require_complete=False)
+
+
+@pytest.mark.parametrize("rel", ["", "/etc/passwd", "..", "../x", "a/../../x", "a/..", "./../x"])
+def test_safe_member_refuses_empty_absolute_and_parent_paths(tmp_path, rel):
+    with pytest.raises(CheckpointError, match=f"where: manifest lists an unsafe path {rel!r}"):
+        safe_member(tmp_path, rel, "where")
+
+
+def test_safe_member_keeps_paths_inside(tmp_path):
+    assert safe_member(tmp_path, "experts/expert_0.bin", "where") == tmp_path / "experts" / "expert_0.bin"
+    assert safe_member(tmp_path, "a..b/c", "where") == tmp_path / "a..b" / "c"  # '..' only as a whole component
 
 
 def test_wrong_format_and_missing_manifest(tmp_path):

@@ -18,7 +18,12 @@ def is_main_process() -> bool:
     return process_rank() == 0
 
 
+def log_stderr(message: str) -> None:
+    """Print `message` to stderr: the log of single-process commands (generate, checkpoints)."""
+    print(message, file=sys.stderr, flush=True)
+
+
 def log_main(message: str) -> None:
     """Print `message` to stderr on the main process only (the default `log` of the library entry points)."""
     if is_main_process():
-        print(message, file=sys.stderr, flush=True)
+        log_stderr(message)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
+
+from dylora_moe.processes import log_stderr
 
 
 def add_parser(subparsers) -> None:
@@ -42,10 +43,6 @@ def _is_local_checkpoint(text: str) -> bool:
     from dylora_moe.checkpoint.manifest import MANIFEST_NAME
 
     return Path(text).is_dir() and (Path(text) / MANIFEST_NAME).is_file()
-
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -111,7 +108,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 
         check_wandb_download_preconditions(args.uri)
     store, ref = open_store(args.uri)
-    path = store.download(ref, args.dest, log=_stderr)
+    path = store.download(ref, args.dest, log=log_stderr)
     print(path)
     return 0
 
@@ -126,7 +123,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return 0
     from dylora_moe.checkpoint.resolve import resolve_resume_source
 
-    path = resolve_resume_source(args.uri, log=_stderr)
+    path = resolve_resume_source(args.uri, log=log_stderr)
     manifest = verify_checkpoint(path)
     print(f"OK {args.uri}: {len(manifest['files'])} files match the manifest and parse ({path})")
     return 0

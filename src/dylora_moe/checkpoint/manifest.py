@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dylora_moe.errors import UserError
+from dylora_moe.files import atomic_write_text
 
 MANIFEST_NAME = "manifest.json"
 RUN_CONFIG_NAME = "run_config.json"  # the run's training arguments, written by the trainer
@@ -63,13 +64,7 @@ def write_manifest(ckpt_dir: str | Path, metadata: dict) -> dict:
         for path in _payload_files(ckpt_dir)
     }
     manifest = {"format": MANIFEST_FORMAT, "files": files, "metadata": dict(metadata)}
-    tmp = ckpt_dir / (MANIFEST_NAME + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(manifest, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, ckpt_dir / MANIFEST_NAME)
+    atomic_write_text(ckpt_dir / MANIFEST_NAME, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest
 
 
@@ -97,12 +92,12 @@ def read_manifest(ckpt_dir: str | Path) -> dict:
     return manifest
 
 
-def _safe_member(ckpt_dir: Path, rel: str) -> Path:
-    """Resolve a manifest entry inside ckpt_dir; reject absolute paths and '..' (untrusted manifests)."""
-    parts = Path(rel).parts
-    if not rel or Path(rel).is_absolute() or ".." in parts:
-        raise CheckpointError(f"checkpoint {ckpt_dir}: manifest lists an unsafe path {rel!r}")
-    return ckpt_dir / rel
+def safe_member(root: Path, rel: str, where: str) -> Path:
+    """`root / rel` for a manifest entry, which must stay inside `root`: manifests from a store or a download
+    are untrusted, so an empty, absolute or '..' path is refused (`where` names the checkpoint in the error)."""
+    if not rel or rel.startswith("/") or ".." in rel.split("/"):
+        raise CheckpointError(f"{where}: manifest lists an unsafe path {rel!r}")
+    return root / rel
 
 
 def verify_checkpoint(ckpt_dir: str | Path, require_complete: bool = True) -> dict:
@@ -129,7 +124,7 @@ def verify_checkpoint(ckpt_dir: str | Path, require_complete: bool = True) -> di
                 f"checkpoint {ckpt_dir}: file {MANIFEST_NAME} does not match the hash in {COMPLETE_MARKER} (corrupted)"
             )
     for rel, entry in sorted(manifest["files"].items()):
-        path = _safe_member(ckpt_dir, rel)
+        path = safe_member(ckpt_dir, rel, f"checkpoint {ckpt_dir}")
         if not path.is_file():
             raise CheckpointError(f"checkpoint {ckpt_dir}: file {rel} listed in the manifest is missing")
         size = path.stat().st_size

@@ -7,11 +7,11 @@ place that builds uploaders for training (`training/tracking.py` calls it).
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable
 
 from dylora_moe.checkpoint.stores.uri import open_store
+from dylora_moe.checkpoint.stores.wandb_auth import wandb_mode
 from dylora_moe.checkpoint.upload_callback import CheckpointUploadCallback
 from dylora_moe.checkpoint.uploader import BackgroundUploader, UploadFailure
 from dylora_moe.errors import UserError
@@ -27,7 +27,7 @@ def default_checkpoint_store_uri(
     if wandb_run is None:
         return None
     name = re.sub(r"[^A-Za-z0-9_.\-]+", "-", artifact_name)
-    entity = entity or getattr(wandb_run, "entity", None) or os.environ.get("WANDB_ENTITY") or "local"
+    entity = entity or getattr(wandb_run, "entity", None) or "local"
     return f"wandb://{entity}/{wandb_run.project}/{name}"
 
 
@@ -56,7 +56,7 @@ def build_upload_callback(
         return None
     check_store_uri(store_uri)
     store, _ = open_store(store_uri)
-    if store_uri.startswith("wandb://") and os.environ.get("WANDB_MODE", "").lower() == "disabled":
+    if store_uri.startswith("wandb://") and wandb_mode() == "disabled":
         if is_main_process:
             log(f"W&B is disabled (WANDB_MODE=disabled): checkpoints are not uploaded to {store_uri}; "
                 "they stay in --output_dir")

@@ -1,8 +1,11 @@
-"""`ContinualConfig`: the options of `dylora-moe train --mode continual` beyond the ordinary training flags."""
+"""`ContinualConfig`: the options of `dylora-moe train --mode continual` beyond the ordinary training flags.
+
+The fields' `metadata` gives their flags (flags.py); `check()` holds every rule on them.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from dylora_moe.errors import UserError
 
@@ -12,19 +15,38 @@ DEFAULT_ALPHA = 0.01
 
 @dataclass
 class ContinualConfig:
-    skills: str = ""  # comma-separated dataset specs, one per skill; '+' joins several datasets into one skill
-    novelty_alpha: float = DEFAULT_ALPHA  # novel when every known skill's same-skill test has p below this
-    novelty_threshold: float | None = None  # set: a fixed cosine threshold decides instead of the test
-    seed_steps: int = 0  # optional seeding phase per skill (0 = none), at seed_learning_rate
-    seed_learning_rate: float | None = None  # default: 10 x --learning_rate
-    freeze_experts: bool = True  # freeze every other expert while a skill is learned
-    embedding_samples: int = 32  # examples per skill for the routing prototypes
-    novelty_samples: int = 64  # examples per skill for its embedding and the same-skill test
-    replay: float = 0.0  # share of each later skill's training examples drawn from the earlier skills
-    routing_supervision: float = 1.0  # weight of the router CE toward each example's skill expert on its answer tokens (0: off)
-    prototype_routing: float = 1.0  # weight of the loss keeping earlier skills' gate inputs on their experts (0: off)
-    new_expert_init: str = "nearest"  # a novel skill's expert starts as a copy of the nearest skill's ('fresh': random)
-    reference: str = "stdlib"  # dataset spec whose mean hidden state centres the embeddings ('none': no centring)
+    skills: str = field(default="", metadata={"help": (
+        "comma-separated dataset specs, one per skill, in order (e.g. stdlib:text,stdlib:math,code_alpaca=FILE,"
+        "mbpp=FILE); join datasets inside one skill with '+'")})
+    novelty_alpha: float = field(default=DEFAULT_ALPHA, metadata={"help": (
+        "a skill is novel (new expert) when a permutation test tells its sample apart from every known skill's at "
+        "this level (the rate at which a known skill is wrongly called novel)")})
+    novelty_threshold: float | None = field(default=None, metadata={"help": (
+        "decide novelty by this fixed cosine similarity instead of the test (novel below it); the default holds "
+        "only on the base it was tuned for")})
+    seed_steps: int = field(default=0, metadata={"help": (
+        "steps of the high-LR seeding phase per skill (0: consolidation only)")})
+    seed_learning_rate: float | None = field(default=None, metadata={"help": (
+        "learning rate of the seeding phase (default: 10 x --learning_rate)")})
+    freeze_experts: bool = field(default=True, metadata={"help": (
+        "do not freeze earlier experts while a skill is learned"), "flag": "train_all_experts"})
+    embedding_samples: int = field(default=32, metadata={"help": "examples per skill for the routing prototypes"})
+    novelty_samples: int = field(default=64, metadata={"help": (
+        "examples per skill for its embedding and the same-skill test (more: more power)")})
+    replay: float = field(default=0.0, metadata={"help": (
+        "share of each later skill's training examples replayed from the earlier skills (0: none)")})
+    routing_supervision: float = field(default=1.0, metadata={"help": (
+        "weight of a router loss toward each training example's skill expert (cross entropy of every router's "
+        "softmax over the example's answer tokens); the gates then learn from these labels, not from the LM loss "
+        "(0: off, the LM loss trains the gates)")})
+    prototype_routing: float = field(default=1.0, metadata={"help": (
+        "weight of a router loss that keeps each finished skill's recorded gate inputs routed to its expert while "
+        "later skills train (no data replay; 0: off)")})
+    new_expert_init: str = field(default="nearest", metadata={"help": (
+        "a novel skill's expert starts as a copy of the most similar known skill's expert (nearest) or from "
+        "scratch (fresh)"), "choices": ("nearest", "fresh")})
+    reference: str = field(default="stdlib", metadata={"help": (
+        "dataset spec whose mean hidden state centres skill embeddings, or 'none'"), "flag": "novelty_reference"})
 
     def skill_specs(self) -> list[str]:
         specs = [s.strip() for s in self.skills.split(",") if s.strip()]

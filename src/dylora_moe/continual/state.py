@@ -7,9 +7,10 @@ Model weights, maturity and the library live in the phase checkpoints; this file
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from dylora_moe.files import atomic_write_text
 
 CONTINUAL_STATE_NAME = "continual_state.json"
 
@@ -41,11 +42,7 @@ class ContinualState:
         return self.current >= len(self.skills)
 
     def save(self, directory: str | Path) -> Path:
-        path = Path(directory) / CONTINUAL_STATE_NAME
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2))
-        os.replace(tmp, path)
-        return path
+        return atomic_write_text(Path(directory) / CONTINUAL_STATE_NAME, json.dumps(asdict(self), indent=2))
 
     @classmethod
     def load(cls, directory: str | Path) -> "ContinualState":

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +16,8 @@ from dylora_moe.data.formats import RowFormat, detect_format
 from dylora_moe.data.registry import REGISTRY, DatasetSpec
 from dylora_moe.data.stdlib_mining import mine_stdlib, stdlib_identity
 from dylora_moe.errors import UserError
+from dylora_moe.hub import hub_endpoint, hub_offline, mark_datasets_offline
 
-_OFFLINE_VARS = ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")
 _LOCAL_SUFFIXES = (".json", ".jsonl", ".parquet")
 
 
@@ -42,16 +41,11 @@ def load_source(spec: DatasetSpec) -> LoadedSource:
     return _load_hub(spec)
 
 
-def hub_offline() -> bool:
-    """True when the environment says the hub must not be contacted."""
-    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in _OFFLINE_VARS)
-
-
 def hub_reachable(timeout: float = 3.0) -> bool:
     """One TCP connect to the hub endpoint: seconds instead of the ~20 s of retries `datasets` would spend."""
     from urllib.parse import urlsplit
 
-    url = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    url = urlsplit(hub_endpoint())
     port = url.port or (443 if url.scheme == "https" else 80)
     try:
         with socket.create_connection((url.hostname or "huggingface.co", port), timeout=timeout):
@@ -73,7 +67,7 @@ def _load_hub(spec: DatasetSpec) -> LoadedSource:
     if hub_offline():
         raise hub_unreachable_error(spec.name, entry.hub_id)
     if not hub_reachable():
-        os.environ["HF_DATASETS_OFFLINE"] = "1"  # later hub names in this process fail without a probe
+        mark_datasets_offline()
         raise hub_unreachable_error(spec.name, entry.hub_id)
     import datasets  # heavy; only when the hub is really used
 

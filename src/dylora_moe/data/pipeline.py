@@ -18,8 +18,7 @@ from dylora_moe.data.fingerprint import digest_rows, fingerprint, tokenizer_iden
 from dylora_moe.data.loading import LoadedSource, load_source
 from dylora_moe.data.prompting import PROMPT_TEMPLATE_VERSION, format_prompt
 from dylora_moe.data.registry import parse_datasets
-from dylora_moe.data.splitting import (cap, check_percent, interleave, parse_weights, random_subset, rng_for,
-                                       shuffled_split)
+from dylora_moe.data.splitting import cap, interleave, parse_weights, random_subset, rng_for, shuffled_split
 from dylora_moe.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -44,7 +43,7 @@ class PreparedData:
 
 def build_datasets(cfg: DataConfig, tokenizer) -> PreparedData:
     """Load, map, split, subset, mix and tokenize the datasets named in `cfg.datasets`."""
-    _check(cfg)
+    cfg.check()
     specs = parse_datasets(cfg.datasets)
     names = [s.name for s in specs]
     loaded = [load_source(s) for s in specs]
@@ -96,21 +95,6 @@ def build_datasets(cfg: DataConfig, tokenizer) -> PreparedData:
     stats["fingerprint_inputs"] = inputs
     return PreparedData(train=train_ds, eval=eval_ds, fingerprint=fingerprint(inputs), stats=stats, sources=names,
                         train_sources=train_sources)
-
-
-def _check(cfg: DataConfig) -> None:
-    check_percent(cfg.training_subset, "--training_subset")
-    check_percent(cfg.eval_subset, "--eval_subset")
-    if cfg.max_seq_length < 2:
-        raise UserError(f"--max_seq_length must be at least 2, got {cfg.max_seq_length}")
-    if cfg.mixing not in ("concat", "interleave"):
-        raise UserError(f"--mixing must be 'concat' or 'interleave', got '{cfg.mixing}'")
-    if cfg.mix_weights and cfg.mixing != "interleave":
-        raise UserError("--mix_weights only applies with --mixing interleave; add --mixing interleave or drop it")
-    if not 0 <= cfg.max_dropped_fraction <= 1:  # also false for NaN
-        raise UserError(f"--max_dropped_fraction must be between 0 and 1, got {cfg.max_dropped_fraction}")
-    if cfg.max_examples_per_dataset is not None and cfg.max_examples_per_dataset < 1:
-        raise UserError(f"--max_examples_per_dataset must be at least 1, got {cfg.max_examples_per_dataset}")
 
 
 def _fingerprinted(cfg: DataConfig, names: list[str]) -> dict:

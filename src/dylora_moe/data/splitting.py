@@ -41,9 +41,8 @@ def cap(items: Sequence[T], limit: int | None, rng: random.Random) -> list[T]:
 
 
 def shuffled_split(items: Sequence[T], eval_fraction: float, rng: random.Random) -> tuple[list[T], list[T]]:
-    """Shuffle, then hold out round(n * eval_fraction) items (at least 1 when the fraction is > 0 and n > 1)."""
-    if not 0.0 <= eval_fraction < 1.0:
-        raise UserError(f"--eval_fraction must be in [0, 1), got {eval_fraction}; e.g. 0.05 holds out 5% for eval")
+    """Shuffle, then hold out round(n * eval_fraction) items (at least 1 when the fraction is > 0 and n > 1);
+    `eval_fraction` in [0, 1) (DataConfig.check)."""
     pool = list(items)
     rng.shuffle(pool)
     n_eval = round(len(pool) * eval_fraction)

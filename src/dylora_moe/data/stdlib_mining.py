@@ -11,7 +11,6 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
-import os
 import sys
 import sysconfig
 import textwrap
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from dylora_moe.cache_dirs import cache_root
 from dylora_moe.errors import UserError
+from dylora_moe.files import atomic_write_text
 
 MINER_VERSION = 1  # bump when the mining rules change: it is part of the cache key and of the fingerprint
 
@@ -101,9 +101,7 @@ def _cached_rows() -> list[dict]:
         rows = mine_uncached()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_text(json.dumps(rows), encoding="utf-8")
-            os.replace(tmp, path)
+            atomic_write_text(path, json.dumps(rows))
         except OSError:
             pass  # a read-only home only costs re-mining
     _MEMO[str(path)] = rows

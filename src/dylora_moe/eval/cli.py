@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
+
+from dylora_moe.processes import log_stderr
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, verb: str) -> None:
@@ -59,7 +60,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _progress(stage: str, done: int, total: int) -> None:
     if done == total or done % 50 == 0:
-        print(f"{stage}: {done}/{total}", file=sys.stderr, flush=True)
+        log_stderr(f"{stage}: {done}/{total}")
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from dylora_moe.eval.cli import add_attn_argument, add_model_arguments
+from dylora_moe.processes import log_stderr
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -66,10 +67,6 @@ def _checkpoint_uses_chat_template(directory: Path) -> bool:
     return bool(json.loads(path.read_text()).get("data", {}).get("use_chat_template", False))
 
 
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def _run(args: argparse.Namespace) -> int:
     from dylora_moe.eval.generation import GenerationConfig
     from dylora_moe.eval.single_prompt import complete, prompt_ids
@@ -88,10 +85,11 @@ def _run(args: argparse.Namespace) -> int:
         if not is_adapter_dir(directory):
             from dylora_moe.checkpoint.resolve import resolve_resume_source
 
-            directory = resolve_resume_source(source, log=_log)
+            directory = resolve_resume_source(source, log=log_stderr)
         source, chat = str(directory), _checkpoint_uses_chat_template(directory)
     model, tokenizer = load_model_for_inference(source, base_only=args.base_model, device=args.device,
-                                                dtype=args.dtype, log=_log, quantization=quantization_from_args(args),
+                                                dtype=args.dtype, log=log_stderr,
+                                                quantization=quantization_from_args(args),
                                                 attn_implementation=args.attn_implementation)
     chat = chat and bool(getattr(tokenizer, "chat_template", None))
     ids = prompt_ids(tokenizer, text, raw=args.raw, chat=chat)
@@ -108,6 +106,6 @@ def _run(args: argparse.Namespace) -> int:
     else:
         print()
         end = "stopped at EOS" if result.stopped_at_eos else f"reached --max_new_tokens {args.max_new_tokens}"
-        _log(f"[generate] {result.new_tokens} tokens in {result.seconds:.2f} s "
+        log_stderr(f"[generate] {result.new_tokens} tokens in {result.seconds:.2f} s "
              f"({result.tokens_per_second:.1f} tokens/s), {end}")
     return 0

@@ -19,6 +19,7 @@ from dylora_moe.eval.generation import GenerationConfig, generate_completions
 from dylora_moe.eval.passk import pass_at_k, pass_at_ks
 from dylora_moe.eval.problem import Problem
 from dylora_moe.eval.sandbox import SandboxConfig, isolation_for
+from dylora_moe.files import atomic_write_text
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -155,7 +156,4 @@ def write_results(results: dict, path: str | os.PathLike) -> Path:
     """Write the results JSON atomically (a partial file never replaces a good one)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, target)
-    return target
+    return atomic_write_text(target, json.dumps(results, indent=2, ensure_ascii=False) + "\n")

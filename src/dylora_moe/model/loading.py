@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
 from dylora_moe.errors import UserError
+from dylora_moe.hub import hub_offline
 from dylora_moe.model.attention import DEFAULT_ATTN_IMPLEMENTATION, attn_load_error, check_attn_implementation
 from dylora_moe.model.config import ADAPTER_CONFIG_NAME, DyLoRAConfig
 
@@ -25,10 +25,6 @@ def resolve_base_name(model_name: str, log=print) -> str:
     return model_name
 
 
-def _hub_offline() -> bool:
-    return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-
-
 def load_base_model(model_name: str, dtype: str | torch.dtype | None = None, revision: str | None = None, log=print,
                     quantization=None, attn_implementation: str = DEFAULT_ATTN_IMPLEMENTATION,
                     training: bool = False):
@@ -40,7 +36,7 @@ def load_base_model(model_name: str, dtype: str | torch.dtype | None = None, rev
     check_attn_implementation(attn_implementation, training=training)
     path = resolve_base_name(model_name, log=log)
     local = Path(path).is_dir()
-    if not local and _hub_offline():
+    if not local and hub_offline(for_models=True):
         raise UserError(
             f"base model {model_name!r} is not a local directory and the Hugging Face hub is offline "
             "(HF_HUB_OFFLINE=1); pass --model_name with a local model directory, or 'tiny' for the embedded base"

@@ -1,7 +1,8 @@
 """`TrainConfig`: every option of `dylora-moe train`, usable from a notebook as a plain dataclass.
 
-The CLI flags are generated from this dataclass (underscore names as in the seed, dash aliases too), so the
-library API and the command line cannot drift apart. Data options live in `DataConfig` (data/args.py).
+The CLI flags are generated from these fields (flags.py: help from `metadata`, underscore names as in the
+seed, dash aliases too), so the library API and the command line cannot drift apart. Data options live in
+`DataConfig` (data/config.py); `check()` is the one place a config is validated before anything loads.
 """
 
 from __future__ import annotations
@@ -18,70 +19,111 @@ from dylora_moe.errors import UserError
 @dataclass
 class TrainConfig:
     # model
-    model_name: str = "tiny"
-    num_experts: int = 4
-    lora_r: int = 16
-    lora_alpha: float = 32.0
-    lora_dropout: float = 0.05
-    target_modules: str | None = None  # comma-separated; default per architecture
-    top_k: int = 1
-    router_temperature: float = 1.0
-    router_input: str | None = None  # token | context | sequence; None: the checkpoint's when resuming, else
-    # sequence in --mode continual and token otherwise
-    balance_coefficient: float = 0.01
-    maturity_ratio: float = 0.5  # all experts become mature (sparse routing) at this share of planned steps
-    mature_after_steps: int | None = None  # explicit step instead of maturity_ratio; -1 = never
-    attn_implementation: str = "sdpa"  # sdpa | eager | flash_attention_2 | flex_attention
+    model_name: str = field(default="tiny", metadata={"help": (
+        "hub id, local HF model directory, or 'tiny' (the embedded base shipped with the package)")})
+    num_experts: int = field(default=4, metadata={"help": "number of LoRA experts"})
+    lora_r: int = field(default=16, metadata={"help": "rank of each expert's LoRA matrices"})
+    lora_alpha: float = field(default=32.0, metadata={"help": (
+        "LoRA scaling numerator (the update is scaled by lora_alpha / lora_r)")})
+    lora_dropout: float = field(default=0.05, metadata={"help": "dropout on each expert's LoRA input"})
+    target_modules: str | None = field(default=None, metadata={"help": (
+        "comma-separated projection names (default per architecture: q_proj,v_proj; c_attn for GPT-2)")})
+    top_k: int = field(default=1, metadata={"help": "experts each token is routed to once the experts are mature"})
+    router_temperature: float = field(default=1.0, metadata={"help": (
+        "softmax temperature of the router's gate logits")})
+    router_input: str | None = field(default=None, metadata={"help": (
+        "what the gates read: 'token' (each token's input), 'context' (causal running mean of each gate's input over "
+        "the sequence) or 'sequence' (one running mean of the first layer's input, shared by all gates), so experts "
+        "specialise by skill; default: the checkpoint's when resuming, 'sequence' in --mode continual, else 'token'")})
+    balance_coefficient: float = field(default=0.01, metadata={"help": (
+        "weight of the load-balancing loss that spreads tokens over the experts")})
+    maturity_ratio: float = field(default=0.5, metadata={"help": (
+        "share of the planned steps after which all experts are mature (sparse top-k routing)")})
+    mature_after_steps: int | None = field(default=None, metadata={"help": (
+        "step after which all experts are mature (overrides --maturity_ratio; -1 = never)")})
+    attn_implementation: str = field(default="sdpa", metadata={"help": (
+        "attention kernel of the base: sdpa, eager, flash_attention_2 (NVIDIA GPU + flash-attn) or flex_attention")})
     # optimisation
-    output_dir: str = "outputs/dylora-moe"
-    overwrite_output_dir: bool = False  # a fresh run may delete the checkpoints another run left in output_dir
-    run_name: str | None = None
-    seed: int = 42
-    num_epochs: float = 1.0
-    max_steps: int = -1
-    learning_rate: float = 1e-3
-    lr_scheduler_type: str = "cosine"
-    warmup_ratio: float = 0.05
-    weight_decay: float = 0.0
-    label_smoothing: float = 0.0
-    max_grad_norm: float = 1.0
-    train_batch_size: int = 8
-    eval_batch_size: int = 8
-    gradient_accumulation_steps: int = 1
-    bf16: bool = False
-    fp16: bool = False
-    gradient_checkpointing: bool = False
-    load_in_4bit: bool = False  # frozen base in 4-bit NF4 (QLoRA; needs bitsandbytes)
-    load_in_8bit: bool = False
-    bnb_4bit_compute_dtype: str | None = None  # float32 | bfloat16 | float16; None: follows --bf16/--fp16
-    group_by_length: bool = False  # batches of similar lengths (seeded, resumable)
-    packing: bool = False  # padding-free: each micro-batch's examples in one row, no attention across them
+    output_dir: str = field(default="outputs/dylora-moe", metadata={"help": (
+        "where checkpoints, logs and the report are written")})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": (
+        "let a fresh run delete the checkpoints another run left in --output_dir (otherwise refused: resume it, or "
+        "choose a new --output_dir)")})
+    run_name: str | None = field(default=None, metadata={"help": "name of the run (W&B and the trainer's logs)"})
+    seed: int = field(default=42, metadata={"help": "seed of model init, data order, subsets and splits"})
+    num_epochs: float = field(default=1.0, metadata={"help": (
+        "passes over the training set (ignored when --max_steps is set)")})
+    max_steps: int = field(default=-1, metadata={"help": "optimizer steps to train (-1: from --num_epochs)"})
+    learning_rate: float = field(default=1e-3, metadata={"help": "peak learning rate"})
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": (
+        "learning-rate schedule (any of transformers' SchedulerType)")})
+    warmup_ratio: float = field(default=0.05, metadata={"help": (
+        "share of the planned steps spent warming the learning rate up")})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    label_smoothing: float = field(default=0.0, metadata={"help": "label smoothing of the language-modelling loss"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
+    train_batch_size: int = field(default=8, metadata={"help": "training examples per device per micro-batch"})
+    eval_batch_size: int = field(default=8, metadata={"help": "evaluation examples per device per batch"})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
+    bf16: bool = field(default=False, metadata={"help": "train in bfloat16 mixed precision"})
+    fp16: bool = field(default=False, metadata={"help": "train in float16 mixed precision"})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": (
+        "recompute activations in the backward pass (less memory, more compute)")})
+    load_in_4bit: bool = field(default=False, metadata={"help": (
+        "load the frozen base's Linear layers in 4-bit NF4 with double quantisation (QLoRA; needs pip install "
+        "'dylora-moe[qlora]'); the experts stay fp32")})
+    load_in_8bit: bool = field(default=False, metadata={"help": (
+        "load the frozen base's Linear layers in 8 bits (LLM.int8; needs bitsandbytes)")})
+    bnb_4bit_compute_dtype: str | None = field(default=None, metadata={"help": (
+        "dtype the 4-bit layers compute in, and of the base's unquantized weights: float32, bfloat16 or float16 "
+        "(default: bfloat16 with --bf16, float16 with --fp16, else float32)")})
+    group_by_length: bool = field(default=False, metadata={"help": (
+        "batch examples of similar lengths (seeded order per epoch; less padding, exact resume)")})
+    packing: bool = field(default=False, metadata={"help": (
+        "padding-free batches: each micro-batch's examples flattened into one row (positions restart, no attention "
+        "or routing context across examples); no compute on pad tokens")})
     # evaluation, checkpoints, stopping
-    save_steps: int = 50
-    eval_steps: int | None = None  # default: save_steps
-    logging_steps: int = 10
-    save_total_limit: int | None = None
-    early_stopping_patience: int = 3
-    disable_early_stopping: bool = False
-    load_best_model_at_end: bool = False
+    save_steps: int = field(default=50, metadata={"help": "save a checkpoint every N steps"})
+    eval_steps: int | None = field(default=None, metadata={"help": "evaluate every N steps (default: --save_steps)"})
+    logging_steps: int = field(default=10, metadata={"help": "log the training loss every N steps"})
+    save_total_limit: int | None = field(default=None, metadata={"help": (
+        "keep at most N checkpoints (the best one is always kept)")})
+    early_stopping_patience: int = field(default=3, metadata={"help": (
+        "stop after N evaluations without a better eval_loss")})
+    disable_early_stopping: bool = field(default=False, metadata={"help": "never stop early"})
+    load_best_model_at_end: bool = field(default=False, metadata={"help": (
+        "load the checkpoint with the best eval_loss when training ends")})
     # resumption
-    resume_from_checkpoint: str | None = None  # path / store URI / "latest" / "auto"
-    wandb_checkpoint_artifact: str | None = None
-    weights_only_resume: bool = False
-    grow_experts: int = 0
-    grow_experts_from: int | None = None  # new experts start as copies of this expert (None: fresh init)
-    checkpoint_store: str | None = None
+    resume_from_checkpoint: str | None = field(default=None, metadata={"help": (
+        "checkpoint dir, output dir, store URI, or no value / 'latest' (newest in --output_dir), or 'auto' (newest "
+        "verified of this run locally or in --checkpoint_store; fresh if none)"), "const": "latest"})
+    wandb_checkpoint_artifact: str | None = field(default=None, metadata={"help": (
+        "W&B artifact to resume from, entity/project/name:version (also WANDB_CHECKPOINT_ARTIFACT); any store URI "
+        "works too")})
+    weights_only_resume: bool = field(default=False, metadata={"help": (
+        "resume only experts/gates/maturity from a checkpoint; optimizer and LR schedule start fresh")})
+    grow_experts: int = field(default=0, metadata={"help": "add N new immature experts to the resumed model"})
+    grow_experts_from: int | None = field(default=None, metadata={"help": (
+        "initialise the grown experts as copies of this expert instead of from scratch")})
+    checkpoint_store: str | None = field(default=None, metadata={"help": (
+        "upload checkpoints to this store URI (dir, gs://, s3://, wandb://entity/project/name)")})
     # code benchmarks on the trained weights (HumanEval / MBPP, sandboxed)
-    eval_benchmarks: str | None = None  # e.g. "humaneval,mbpp"
-    eval_benchmarks_when: str = "end"  # or "epoch"
-    eval_benchmarks_limit: int | None = None
-    eval_max_new_tokens: int = 256
-    eval_mbpp_path: str | None = None
+    eval_benchmarks: str | None = field(default=None, metadata={"help": (
+        "run code benchmarks (humaneval,mbpp) on the trained weights, sandboxed")})
+    eval_benchmarks_when: str = field(default="end", metadata={"help": "'end' of training or every 'epoch'"})
+    eval_benchmarks_limit: int | None = field(default=None, metadata={"help": (
+        "only the first N problems of each benchmark")})
+    eval_max_new_tokens: int = field(default=256, metadata={"help": "most tokens generated per benchmark problem"})
+    eval_mbpp_path: str | None = field(default=None, metadata={"help": (
+        "local MBPP jsonl for --eval_benchmarks mbpp (otherwise the hub)")})
     # tracking
-    write_report: bool = False  # figures + summary in <output_dir>/report at the end (always when W&B is active)
-    report_to: str = "auto"  # auto: W&B when WANDB_PROJECT/--wandb_project set and wandb is installed; none
-    wandb_project: str | None = None
-    wandb_entity: str | None = None
+    write_report: bool = field(default=False, metadata={"help": (
+        "write figures and a summary to <output_dir>/report at the end (always when W&B is active)")})
+    report_to: str = field(default="auto", metadata={"help": (
+        "auto: W&B when WANDB_PROJECT/--wandb_project is set and wandb is installed; wandb; none")})
+    wandb_project: str | None = field(default=None, metadata={"help": (
+        "W&B project (also WANDB_PROJECT); setting it turns W&B on with --report_to auto")})
+    wandb_entity: str | None = field(default=None, metadata={"help": "W&B entity (also WANDB_ENTITY)"})
     # data
     data: DataConfig = field(default_factory=DataConfig)
 
@@ -92,13 +134,38 @@ class TrainConfig:
         """`--wandb_checkpoint_artifact`, else `WANDB_CHECKPOINT_ARTIFACT` (the only place that reads it)."""
         return self.wandb_checkpoint_artifact or os.environ.get("WANDB_CHECKPOINT_ARTIFACT") or None
 
+    def wandb_project_name(self) -> str | None:
+        """`--wandb_project`, else `WANDB_PROJECT` (the only place that reads it); set, W&B is wanted."""
+        return self.wandb_project or os.environ.get("WANDB_PROJECT") or None
+
+    def wandb_entity_name(self) -> str | None:
+        """`--wandb_entity`, else `WANDB_ENTITY` (the only place that reads it); None: the W&B account's own."""
+        return self.wandb_entity or os.environ.get("WANDB_ENTITY") or None
+
     def check(self) -> None:
-        """Every option that needs no I/O, before torch sees it (NaN, negative rates, impossible top-k)."""
+        """Every option, before torch or a model sees it: numbers, datasets (known; hub ones while offline),
+        quantization (bitsandbytes installed), a local --checkpoint_store, one resume source."""
         if self.bf16 and self.fp16:
             raise UserError("--bf16 and --fp16 were both given; choose one")
         if self.router_input not in (None, "token", "context", "sequence"):
             raise UserError(f"--router_input must be token, context or sequence, got {self.router_input!r}")
         check_numbers(self)
+        self.data.check()
+        self.quantization()
+        if self.checkpoint_store:
+            from dylora_moe.checkpoint.stores.uri import check_local_store
+
+            check_local_store(self.checkpoint_store, "--checkpoint_store", must_exist=False)
+        if self.resume_artifact() and self.resume_from_checkpoint not in (None, "auto"):
+            raise UserError("both --resume_from_checkpoint and --wandb_checkpoint_artifact were given; pass one")
+
+    def quantization(self):
+        """The `Quantization` of the frozen base this run asks for (None: full precision); bad options (or no
+        bitsandbytes) are a UserError."""
+        from dylora_moe.model.quantization import quantization_from_flags
+
+        return quantization_from_flags(self.load_in_4bit, self.load_in_8bit, self.bnb_4bit_compute_dtype,
+                                       self.bf16, self.fp16)
 
 
 # (name, lowest, highest, lowest allowed itself, highest allowed itself); None = unbounded
@@ -142,40 +209,3 @@ def check_numbers(cfg: TrainConfig) -> None:
         raise UserError(f"--grow_experts must be at least 0, got {cfg.grow_experts}")
     if cfg.num_epochs <= 0 and cfg.max_steps <= 0:
         raise UserError("--num_epochs must be > 0 (or give --max_steps)")
-
-
-FLAG_HELP = {
-    "router_input": "what the gates read: 'token' (each token's input), 'context' (causal running mean of each "
-                    "gate's input over the sequence) or 'sequence' (one running mean of the first layer's input, "
-                    "shared by all gates), so experts specialise by skill; default: the checkpoint's when "
-                    "resuming, 'sequence' in --mode continual, else 'token'",
-    "overwrite_output_dir": "let a fresh run delete the checkpoints another run left in --output_dir (otherwise "
-                            "refused: resume it, or choose a new --output_dir)",
-    "attn_implementation": "attention kernel of the base: sdpa, eager, flash_attention_2 (NVIDIA GPU + flash-attn) "
-                           "or flex_attention",
-    "model_name": "hub id, local HF model directory, or 'tiny' (the embedded base shipped with the package)",
-    "target_modules": "comma-separated projection names (default per architecture: q_proj,v_proj; c_attn for GPT-2)",
-    "maturity_ratio": "share of the planned steps after which all experts are mature (sparse top-k routing)",
-    "mature_after_steps": "step after which all experts are mature (overrides --maturity_ratio; -1 = never)",
-    "resume_from_checkpoint": "checkpoint dir, output dir, store URI, or no value / 'latest' (newest in "
-    "--output_dir), or 'auto' (newest verified of this run locally or in --checkpoint_store; fresh if none)",
-    "wandb_checkpoint_artifact": "W&B artifact to resume from, entity/project/name:version (also "
-    "WANDB_CHECKPOINT_ARTIFACT); any store URI works too",
-    "weights_only_resume": "resume only experts/gates/maturity from a checkpoint; optimizer and LR schedule start fresh",
-    "grow_experts": "add N new immature experts to the resumed model",
-    "grow_experts_from": "initialise the grown experts as copies of this expert instead of from scratch",
-    "checkpoint_store": "upload checkpoints to this store URI (dir, gs://, s3://, wandb://entity/project/name)",
-    "load_in_4bit": "load the frozen base's Linear layers in 4-bit NF4 with double quantisation (QLoRA; needs "
-                    "pip install 'dylora-moe[qlora]'); the experts stay fp32",
-    "load_in_8bit": "load the frozen base's Linear layers in 8 bits (LLM.int8; needs bitsandbytes)",
-    "bnb_4bit_compute_dtype": "dtype the 4-bit layers compute in, and of the base's unquantized weights: float32, "
-                              "bfloat16 or float16 (default: bfloat16 with --bf16, float16 with --fp16, else float32)",
-    "group_by_length": "batch examples of similar lengths (seeded order per epoch; less padding, exact resume)",
-    "packing": "padding-free batches: each micro-batch's examples flattened into one row (positions restart, "
-               "no attention or routing context across examples); no compute on pad tokens",
-    "eval_steps": "evaluate every N steps (default: --save_steps)",
-    "eval_benchmarks": "run code benchmarks (humaneval,mbpp) on the trained weights, sandboxed",
-    "eval_benchmarks_when": "'end' of training or every 'epoch'",
-    "eval_benchmarks_limit": "only the first N problems of each benchmark",
-    "eval_mbpp_path": "local MBPP jsonl for --eval_benchmarks mbpp (otherwise the hub)",
-}

@@ -14,7 +14,6 @@ pending uploads first (they may log into the W&B run), then the run.
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 from dataclasses import dataclass, field
 
@@ -72,8 +71,7 @@ def _wandb_wanted(cfg) -> bool:
         return False
     if cfg.report_to != "auto":
         raise UserError(f"--report_to must be auto, wandb or none, got {cfg.report_to!r}")
-    named = cfg.wandb_project or os.environ.get("WANDB_PROJECT")
-    return bool(named) and importlib.util.find_spec("wandb") is not None
+    return bool(cfg.wandb_project_name()) and importlib.util.find_spec("wandb") is not None
 
 
 def check_resume_artifact(cfg) -> None:
@@ -116,10 +114,11 @@ def setup_tracking(cfg, log=print) -> Tracking:
         return tracking
     import wandb
 
-    project = cfg.wandb_project or os.environ.get("WANDB_PROJECT") or "dylora-moe"
-    entity = cfg.wandb_entity or os.environ.get("WANDB_ENTITY")
+    project = cfg.wandb_project_name() or "dylora-moe"
+    entity = cfg.wandb_entity_name()
     # the run is opened here, so HF's W&B callback reuses it; nothing is written into os.environ (a notebook's
     # next run must not find WANDB_PROJECT set and turn W&B on by itself)
+    from dylora_moe.checkpoint.stores.wandb_auth import wandb_mode
     from dylora_moe.checkpoint.stores.wandb_sdk import transfer_settings
 
     run = wandb.init(project=project, entity=entity, name=cfg.run_name, config=sanitized_config(cfg.to_dict()),
@@ -128,5 +127,5 @@ def setup_tracking(cfg, log=print) -> Tracking:
     tracking.run_id = run.id
     if not tracking.store_uri:
         tracking.store_uri = default_checkpoint_store_uri(run, entity=entity)
-    log(f"[wandb] run {run.id} ({os.environ.get('WANDB_MODE', 'online')}); checkpoints -> {tracking.store_uri}")
+    log(f"[wandb] run {run.id} ({wandb_mode() or 'online'}); checkpoints -> {tracking.store_uri}")
     return tracking

@@ -27,6 +27,7 @@ from dylora_moe.checkpoint.manifest import (
     MANIFEST_NAME,
     CheckpointError,
     read_manifest,
+    safe_member,
     verify_checkpoint,
 )
 from dylora_moe.checkpoint.stores.base import (
@@ -35,6 +36,7 @@ from dylora_moe.checkpoint.stores.base import (
     checkpoint_size,
     manifest_digest,
 )
+from dylora_moe.files import atomic_write_bytes
 
 INDEX_NAME = "index.json"
 INDEX_FORMAT = "dylora-moe-store/1"
@@ -80,12 +82,7 @@ class FsspecStore(CheckpointStore):
         data = (json.dumps(index, indent=2, sort_keys=True) + "\n").encode()
         path = self._path(INDEX_NAME)
         if self._local:
-            tmp = Path(path + f".tmp-{os.getpid()}")
-            with open(tmp, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
+            atomic_write_bytes(path, data)
         else:
             self.fs.pipe_file(path, data)  # one object PUT: atomic on GCS and S3
 
@@ -160,10 +157,9 @@ class FsspecStore(CheckpointStore):
         except FileNotFoundError as exc:
             raise CheckpointError(f"{self.uri}:{info.version}: {MANIFEST_NAME} is missing in the store") from exc
         for rel in sorted(read_manifest(dest)["files"]):  # only files the manifest lists (untrusted store)
-            if rel.startswith("/") or ".." in rel.split("/"):
-                raise CheckpointError(f"{self.uri}:{info.version}: manifest lists an unsafe path {rel!r}")
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            local = safe_member(dest, rel, f"{self.uri}:{info.version}")
+            local.parent.mkdir(parents=True, exist_ok=True)
             try:
-                self.fs.get_file(posixpath.join(remote, rel), str(dest / rel))
+                self.fs.get_file(posixpath.join(remote, rel), str(local))
             except FileNotFoundError as exc:
                 raise CheckpointError(f"{self.uri}:{info.version}: file {rel} is missing in the store") from exc

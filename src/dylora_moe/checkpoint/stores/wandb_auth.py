@@ -13,7 +13,13 @@ from dylora_moe.errors import UserError
 
 
 def wandb_mode() -> str:
+    """WANDB_MODE, lower case ('' when unset): the only place that reads it."""
     return os.environ.get("WANDB_MODE", "").lower()
+
+
+def wandb_api_key() -> str | None:
+    """WANDB_API_KEY (the only place that reads it); never printed: callers use it to hide it."""
+    return os.environ.get("WANDB_API_KEY") or None
 
 
 def wandb_is_offline() -> bool:
@@ -23,8 +29,9 @@ def wandb_is_offline() -> bool:
 
 def wandb_base_url() -> str:
     """The server the SDK will talk to: WANDB_BASE_URL, else the SDK's own default."""
-    if os.environ.get("WANDB_BASE_URL"):
-        return os.environ["WANDB_BASE_URL"]
+    url = os.environ.get("WANDB_BASE_URL")
+    if url:
+        return url
     import wandb
 
     return wandb.Settings().base_url
@@ -32,7 +39,7 @@ def wandb_base_url() -> str:
 
 def wandb_has_credentials() -> bool:
     """An API key (or identity token) in the environment, or the SDK finds a `wandb login` entry for its host."""
-    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+    if wandb_api_key() or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
         return True
     try:
         from wandb.sdk.lib.wbauth import wbnetrc  # wandb >= 0.22
@@ -64,7 +71,7 @@ def check_wandb_download_preconditions(ref: str) -> tuple[str, str, str, str | N
     if wandb_is_offline():
         raise UserError(
             f"Failed to download W&B artifact {shown}: resuming from W&B needs online mode but "
-            f"WANDB_MODE={os.environ.get('WANDB_MODE')}; unset WANDB_MODE (or set WANDB_MODE=online)"
+            f"WANDB_MODE={wandb_mode()}; unset WANDB_MODE (or set WANDB_MODE=online)"
         )
     if not wandb_has_credentials():
         raise UserError(

@@ -9,7 +9,6 @@ The API key is read only by the SDK; nothing here prints, logs or stores it.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Protocol
 
@@ -24,8 +23,10 @@ from dylora_moe.checkpoint.stores.base import (
 )
 from dylora_moe.checkpoint.stores.wandb_auth import (  # noqa: F401 - re-exported for callers
     check_wandb_download_preconditions,
+    wandb_api_key,
     wandb_has_credentials,
     wandb_is_offline,
+    wandb_mode,
 )
 from dylora_moe.checkpoint.stores.wandb_sdk import ARTIFACT_TYPE, OFFLINE_VERSION, CollectionNotFound, SdkBackend  # noqa: F401
 from dylora_moe.errors import UserError
@@ -83,7 +84,7 @@ class WandbStore(CheckpointStore):
         if wandb_is_offline():
             raise UserError(
                 f"cannot list W&B artifact {self.path}: needs online mode but WANDB_MODE="
-                f"{os.environ.get('WANDB_MODE')}; unset WANDB_MODE"
+                f"{wandb_mode()}; unset WANDB_MODE"
             )
         try:
             return self._call(lambda: self.backend.list_versions(self.path), "list")
@@ -145,5 +146,5 @@ class WandbStore(CheckpointStore):
 
 def _first_line(exc: BaseException) -> str:
     message = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    key = os.environ.get("WANDB_API_KEY")
+    key = wandb_api_key()
     return message.replace(key, "***") if key else message
