@@ -1,7 +1,13 @@
 """DyLoRA-MoE: a frozen causal LM whose target projections carry routed LoRA experts.
 
 One forward pass of the base model does everything: routers sit inside the adapted projections, so there is
-no separate routing pass, and `generate()` (with or without KV cache) routes exactly as training does.
+no separate routing forward, and `generate()` (with or without KV cache) routes exactly as training does.
+
+What the routers read besides their input is scoped like PEFT's forward hooks: `with model.routing_pass(...)`
+says what the base forwards inside it ask for (statistics, supervision targets, a capture dict), and a
+pre-hook on the base model turns that into a fresh `RoutingPass` at the start of each base forward, so nothing
+one forward asked for reaches the next. A forward with labels returns its loss parts; `loss.combine_loss` adds
+them (see `loss_parts`).
 """
 
 from __future__ import annotations

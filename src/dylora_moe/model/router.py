@@ -11,6 +11,10 @@ two code skills are hard to tell apart (a linear probe on the tiny base: 64-74% 
 much less so (80-100%), and the first layer's the least (100%), so context routing lets experts specialise by
 skill rather than by token type. It stays causal and one-pass; during cached generation the routers that
 compute a running mean carry its sum from one step to the next.
+
+A router's forward depends on its input, its own settings (top-k, temperature, router input) and the
+`RoutingPass` of the current forward (padding mask, maturity, supervision targets, capture), which its model
+makes at the start of every base forward; the gating math itself is `_gate` / `_inference_weights`.
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
 
 ROUTER_INPUTS = ("token", "context", "sequence")
 
