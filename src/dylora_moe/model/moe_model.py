@@ -69,6 +69,12 @@ def shifted_lm_loss(
     return total, (shift_labels != -100).sum()
 
 
+def _check_request(caller: str, request: dict) -> None:
+    unknown = set(request) - set(REQUESTABLE)
+    if unknown:
+        raise ValueError(f"{caller} got {sorted(unknown)}; it takes {', '.join(REQUESTABLE)}")
+
+
 def _past_length(kwargs: dict) -> int:
     """Tokens already in the KV cache of this forward (0 for a fresh sequence or a forward without cache)."""
     position = kwargs.get("cache_position")
@@ -238,9 +244,7 @@ class DyLoRAMoEModel(nn.Module):
         `RoutingPass`: statistics, supervision targets, a capture dict); fields not given are the enclosing
         scope's. On exit the enclosing scope is back, so nothing leaks into later forwards. Each base forward
         (every `generate` step too) starts a fresh `RoutingPass` from it: see `_start_pass`."""
-        unknown = set(request) - set(REQUESTABLE)
-        if unknown:
-            raise ValueError(f"routing_pass got {sorted(unknown)}; it takes {', '.join(REQUESTABLE)}")
+        _check_request("routing_pass", request)
         enclosing = self._scope
         self._scope = {**enclosing, **request}
         try:
@@ -251,9 +255,7 @@ class DyLoRAMoEModel(nn.Module):
     def set_routing_defaults(self, **request) -> None:
         """What every later routing pass asks for unless its scope says otherwise (a continual phase: gates
         detached from the LM loss, the class weights of supervised routing); replaces earlier defaults."""
-        unknown = set(request) - set(REQUESTABLE)
-        if unknown:
-            raise ValueError(f"set_routing_defaults got {sorted(unknown)}; it takes {', '.join(REQUESTABLE)}")
+        _check_request("set_routing_defaults", request)
         self._pass_defaults = dict(request)
 
     @property
