@@ -103,17 +103,18 @@ def test_unknown_router_input_is_refused():
 
 def test_sequence_mode_gives_every_gate_the_first_gates_running_mean():
     model = micro_moe(num_experts=2, router_input="sequence").eval()
-    model.routing.capture = {}
+    captured = {}
     ids = batch(bsz=2, seq=7)["input_ids"]
-    model(input_ids=ids, attention_mask=torch.ones_like(ids))
-    inputs = [v[0] for v in model.routing.capture.values()]
-    model.routing.capture = None
+    with model.routing_pass(capture=captured):
+        model(input_ids=ids, attention_mask=torch.ones_like(ids))
+    inputs = [v[0] for v in captured.values()]
     assert len(inputs) == len(model.routers) > 1
     assert all(x.data_ptr() == inputs[0].data_ptr() for x in inputs)  # computed once per forward, by the first gate
     own = micro_moe(num_experts=2, router_input="context").eval()
-    own.routing.capture = {}
-    own(input_ids=ids, attention_mask=torch.ones_like(ids))
-    first = next(iter(own.routing.capture.values()))[0]
+    own_captured = {}
+    with own.routing_pass(capture=own_captured):
+        own(input_ids=ids, attention_mask=torch.ones_like(ids))
+    first = next(iter(own_captured.values()))[0]
     assert torch.allclose(first, inputs[0])  # the first gate's own running mean
 
 

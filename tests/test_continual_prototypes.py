@@ -33,7 +33,8 @@ def test_prototypes_are_the_routers_running_means_at_quantile_positions():
     x = inputs[0][0]
     running = x.cumsum(0) / torch.arange(1, x.shape[0] + 1).unsqueeze(1)
     assert torch.allclose(protos[key][: len(picks)], running[picks], atol=1e-6)
-    assert model.routing.capture is None  # capturing is switched off again
+    model(input_ids=torch.tensor([rows[0]["input_ids"]]))
+    assert model.last_routing_pass.capture is None  # capturing is switched off again
 
 
 def _train_gates(model, skill_b: list[dict], steps: int = 60) -> None:
@@ -44,7 +45,7 @@ def _train_gates(model, skill_b: list[dict], steps: int = 60) -> None:
     for g in gates:
         g.requires_grad_(True)
     opt = torch.optim.Adam(gates, lr=0.05)
-    model.routing_supervision = 1.0
+    model.weight_loss_term("routing_supervision_loss", 1.0)
     model.train()
     for step in range(steps):
         rows = skill_b[(step * 4) % len(skill_b):][:4]
@@ -76,7 +77,8 @@ def test_prototypes_keep_an_earlier_skills_contexts_on_its_expert():
         count = set_routing_prototypes(model, [(0, protos)], weight)
         assert count == 16 * len({round(q * 15) for q in POSITIONS} | set(range(LEADING)))
         before = model(input_ids=torch.tensor([skill_b[0]["input_ids"]]), labels=torch.tensor([skill_b[0]["labels"]]))
-        assert (before.routing_prototype_loss is not None) and (model.prototype_routing == weight)
+        assert (before.routing_prototype_loss is not None) and \
+            (model.loss_term_weights["routing_prototype_loss"] == weight)
         _train_gates(model, skill_b)
         usages[weight] = (_usage(model, held_out_a)[0], _usage(model, held_out_b)[1])
     assert usages[0.0][0] < 0.5, usages  # unprotected: A's contexts have moved to the new expert
@@ -88,7 +90,7 @@ def test_prototype_loss_enters_the_models_loss_with_its_weight():
     rows = _rows(3, 120, 2, seed=5)
     ids, labels = torch.tensor([r["input_ids"] for r in rows]), torch.tensor([r["labels"] for r in rows])
     assert model(input_ids=ids, labels=labels).routing_prototype_loss is None
-    assert set_routing_prototypes(model, [], 1.0) == 0 and model.prototype_routing == 0.0
+    assert set_routing_prototypes(model, [], 1.0) == 0 and model.loss_term_weights["routing_prototype_loss"] == 0.0
     set_routing_prototypes(model, [(1, collect_prototypes(model, rows, sample=2))], 0.5)
     out = model(input_ids=ids, labels=labels)
     expected = torch.stack([r.prototype_loss(*model.routing_prototypes[k]) for k, r in model.routers.items()]).mean()

@@ -35,7 +35,7 @@ def test_supervision_loss_is_the_routers_cross_entropy_over_answer_tokens():
         expected.append(-(logp[0][mask[0]][:, 2].mean() + logp[1][mask[1]][:, 0].mean()) / 2)
     assert torch.allclose(out.routing_supervision_loss, torch.stack(expected).mean(), atol=1e-5)
     assert torch.allclose(out.loss, out.lm_loss + model.dylora_config.balance_coefficient * out.balance_loss)
-    model.routing_supervision = 0.5
+    model.weight_loss_term("routing_supervision_loss", 0.5)
     weighted = model(**inputs, expert_ids=targets)
     assert torch.allclose(weighted.loss, out.loss + 0.5 * out.routing_supervision_loss, atol=1e-5)
     assert model(**inputs).routing_supervision_loss is None  # no targets: no loss, routing unchanged
@@ -61,9 +61,9 @@ def test_supervision_routes_each_skills_tokens_to_its_expert_on_a_micro_model():
     def routed(supervision: float) -> tuple[float, float]:
         torch.manual_seed(0)
         model = micro_moe(num_experts=2, r=4)
-        model.routing_supervision = supervision
-        model.routing.detach_weights = True  # as in a supervised continual phase
-        model.routing.target_weights = torch.tensor([2.5, 0.625])  # inverse token shares of 20% / 80%
+        model.weight_loss_term("routing_supervision_loss", supervision)
+        # as in a supervised continual phase; target weights: inverse token shares of 20% / 80%
+        model.set_routing_defaults(detach_weights=True, target_weights=torch.tensor([2.5, 0.625]))
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-3)
         g = torch.Generator().manual_seed(0)
         for _ in range(30):
@@ -101,8 +101,10 @@ def test_continual_phase_supervises_routing_with_each_examples_skill(base, tmp_p
 
     class Spy(TrainerCallback):
         def on_step_end(self, args, state, control, model=None, **kwargs):
-            seen.append((model.num_experts, model.routing_supervision, model.routing.detach_weights,
-                         None if model.routing.target_weights is None else model.routing.target_weights.tolist()))
+            routing = model.last_routing_pass  # what the routers read in this step's forward
+            seen.append((model.num_experts, model.loss_term_weights.get("routing_supervision_loss", 0.0),
+                         routing.detach_weights,
+                         None if routing.target_weights is None else routing.target_weights.tolist()))
 
     result = train_continual(cfg, ccfg, log=lambda m: None, extra_callbacks=[Spy()])
     assert [r.expert for r in result.state.records] == [0, 1]

@@ -52,9 +52,9 @@ def test_shared_router_computes_once_per_input():
     model(**batch())
     handle.remove()
     assert len(calls) == 2  # q_proj and v_proj call it; the second call is served from the cache
-    model.routing.collect_stats = True
-    model.base_model(**{k: v for k, v in batch().items() if k != "labels"})
-    assert len(model.routing.stats) == 2  # one routing decision per layer, not per projection
+    with model.routing_pass(collect_stats=True):
+        model.base_model(**{k: v for k, v in batch().items() if k != "labels"})
+    assert len(model.last_routing_pass.stats) == 2  # one routing decision per layer, not per projection
 
 
 def test_single_expert_equals_peft_lora():

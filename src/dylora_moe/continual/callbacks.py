@@ -85,13 +85,13 @@ class ContinualPhase(TrainerCallback):
 
     def on_init_end(self, args, state, control, model=None, **kwargs):
         if model is not None:
-            model.routing_supervision = self.routing_supervision if self.routing_targets else 0.0
+            supervision = self.routing_supervision if self.routing_targets else 0.0
+            model.weight_loss_term("routing_supervision_loss", supervision)
             # supervised routing: the gates learn which skill a token belongs to from the labels (and the
             # balance loss), not from the LM loss, which would teach them to prefer the expert being trained
-            model.routing.detach_weights = bool(model.routing_supervision)
-            model.routing.target_weights = None
-            if model.routing_supervision:
-                model.routing.target_weights = target_weights(self.routing_targets, model.num_experts)
+            model.set_routing_defaults(
+                detach_weights=bool(supervision),
+                target_weights=target_weights(self.routing_targets, model.num_experts) if supervision else None)
         if model is not None and self.prototype_routing > 0:
             earlier = [(self.library.expert_of(name), by_router) for name, by_router in self.library.prototypes.items()
                        if name != self.skill]

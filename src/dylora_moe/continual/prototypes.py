@@ -25,7 +25,7 @@ def collect_prototypes(model, dataset, sample: int = 32, seed: int = 0) -> dict[
     """Router key -> (N, d) gate inputs at `POSITIONS` of up to `sample` examples (float32, CPU); one entry
     under `SHARED` when every router reads the same input."""
     keys = {id(router): key for key, router in model.routers.items()}
-    shared = model.routing.router_input == "sequence"  # every gate reads one tensor: record it once
+    shared = model.dylora_config.router_input == "sequence"  # every gate reads one tensor: record it once
     device = next(model.parameters()).device
     collected: dict[str, list[torch.Tensor]] = {key: [] for key in keys.values()}
     was_training = model.training
@@ -37,15 +37,15 @@ def collect_prototypes(model, dataset, sample: int = 32, seed: int = 0) -> dict[
             if not bool((labels != -100).any()):
                 continue
             picks = sorted({round(q * (labels.numel() - 1)) for q in POSITIONS} | set(range(min(LEADING, labels.numel()))))
-            model.routing.capture = {}
+            captured: dict[int, list[torch.Tensor]] = {}
             ids = torch.as_tensor(row["input_ids"]).reshape(1, -1).to(device)
-            model(input_ids=ids, attention_mask=torch.ones_like(ids))
-            for router_id, inputs in model.routing.capture.items():
+            with model.routing_pass(capture=captured):
+                model(input_ids=ids, attention_mask=torch.ones_like(ids))
+            for router_id, inputs in captured.items():
                 collected[keys[router_id]].append(inputs[0][0, picks].float().cpu())
                 if shared:
                     break
     finally:
-        model.routing.capture = None
         model.train(was_training)
     prototypes = {key: torch.cat(rows) for key, rows in collected.items() if rows}
     if shared and prototypes:
@@ -65,5 +65,5 @@ def set_routing_prototypes(model, prototypes: list[tuple[int, dict[str, torch.Te
             rows.append(inputs)
             experts.append(torch.full((inputs.shape[0],), expert, dtype=torch.long))
     model.routing_prototypes = {key: (torch.cat(rows), torch.cat(experts)) for key, (rows, experts) in per_router.items()}
-    model.prototype_routing = weight if model.routing_prototypes else 0.0
+    model.weight_loss_term("routing_prototype_loss", weight if model.routing_prototypes else 0.0)
     return next(iter(model.routing_prototypes.values()))[0].shape[0] if model.routing_prototypes else 0

@@ -1,11 +1,19 @@
 """DyLoRA-MoE: a frozen causal LM whose target projections carry routed LoRA experts.
 
 One forward pass of the base model does everything: routers sit inside the adapted projections, so there is
-no separate routing pass, and `generate()` (with or without KV cache) routes exactly as training does.
+no separate routing forward, and `generate()` (with or without KV cache) routes exactly as training does.
+
+What the routers read besides their input is scoped like PEFT's forward hooks: `with model.routing_pass(...)`
+says what the base forwards inside it ask for (statistics, supervision targets, a capture dict), and a
+pre-hook on the base model turns that into a fresh `RoutingPass` at the start of each base forward, so nothing
+one forward asked for reaches the next. A forward with labels returns its loss parts; `loss.combine_loss` adds
+them (see `loss_parts`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -17,7 +25,8 @@ from dylora_moe.errors import UserError
 from dylora_moe.model.base_fingerprint import base_fingerprint
 from dylora_moe.model.config import DyLoRAConfig
 from dylora_moe.model.layer import MoELoRALinear
-from dylora_moe.model.router import Router, RoutingContext
+from dylora_moe.model.loss import combine_loss
+from dylora_moe.model.router import ROUTER_INPUTS, Router, RoutingPass
 from dylora_moe.model.targets import default_targets, find_targets, gate_key, linear_shape
 
 
@@ -33,6 +42,16 @@ class DyLoRAOutput(ModelOutput):
     routing_entropy: torch.Tensor | None = None
     routing_supervision_loss: torch.Tensor | None = None  # only when expert_ids were given
     routing_prototype_loss: torch.Tensor | None = None  # only when routing prototypes are set (continual mode)
+
+    def aux_losses(self) -> dict[str, torch.Tensor]:
+        """The auxiliary losses this forward computed, by name (the parts of `loss` besides `lm_loss`)."""
+        values = {name: getattr(self, name) for name in AUX_LOSSES}
+        return {name: value for name, value in values.items() if value is not None}
+
+
+AUX_LOSSES = ("balance_loss", "routing_supervision_loss", "routing_prototype_loss")
+# what a routing_pass scope may set for the base forwards inside it (the rest each base forward derives itself)
+REQUESTABLE = ("collect_stats", "targets", "target_mask", "target_weights", "detach_weights", "capture")
 
 
 def shifted_lm_loss(
@@ -50,7 +69,10 @@ def shifted_lm_loss(
     return total, (shift_labels != -100).sum()
 
 
-ROUTER_INPUTS = ("token", "context", "sequence")
+def _check_request(caller: str, request: dict) -> None:
+    unknown = set(request) - set(REQUESTABLE)
+    if unknown:
+        raise ValueError(f"{caller} got {sorted(unknown)}; it takes {', '.join(REQUESTABLE)}")
 
 
 def _past_length(kwargs: dict) -> int:
@@ -95,19 +117,18 @@ class DyLoRAMoEModel(nn.Module):
         # the weights the adapters are trained on (kept when the config comes from a checkpoint; checked on load)
         config.base_fingerprint = config.base_fingerprint or base_fingerprint(base_model)
         self.label_smoothing = 0.0
-        self.routing_supervision = 0.0  # weight of the skill-supervised routing loss (continual mode sets it)
-        self.prototype_routing = 0.0  # weight of the routing-prototype loss (continual mode sets it)
+        self.loss_term_weights: dict[str, float] = {}  # further auxiliary terms' weights (`weight_loss_term`)
+        self._scope: dict = {}  # what the innermost open `routing_pass` asks for (see `routing_pass`)
+        self._pass_defaults: dict = {}  # what every routing pass asks for unless its scope says otherwise
         self.routing_prototypes: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # router key -> (inputs, experts)
         for param in self.base_model.parameters():
             param.requires_grad_(False)
         if config.router_input not in ROUTER_INPUTS:
             raise UserError(f"router_input must be one of {', '.join(ROUTER_INPUTS)}, got {config.router_input!r}")
-        self.routing = RoutingContext(top_k=config.top_k, temperature=config.router_temperature,
-                                      router_input=config.router_input)
         self.routers = nn.ModuleDict()
         self.register_buffer("maturity", torch.zeros(config.num_experts, dtype=torch.bool))
         self._inject()
-        self.base_model.register_forward_pre_hook(self._before_base_forward, with_kwargs=True)
+        self.base_model.register_forward_pre_hook(self._start_pass, with_kwargs=True)
         self.train(base_model.training)  # new LoRA modules follow the base's mode (HF loads in eval mode)
 
     # ----------------------------------------------------------------- construction
@@ -130,7 +151,8 @@ class DyLoRAMoEModel(nn.Module):
             key = gate_key(name).replace(".", "-")
             in_features, _ = linear_shape(module)
             if key not in self.routers:
-                router = Router(in_features, cfg.num_experts, self.routing, cfg.init_gate_std)
+                router = Router(in_features, cfg.num_experts, top_k=cfg.top_k, temperature=cfg.router_temperature,
+                                router_input=cfg.router_input, init_std=cfg.init_gate_std)
                 self.routers[key] = router.to(next(module.parameters()).device)
             adapted = MoELoRALinear(
                 module,
@@ -202,22 +224,64 @@ class DyLoRAMoEModel(nn.Module):
                   for key, (inputs, experts) in self.routing_prototypes.items() if key in self.routers]
         return torch.stack(losses).mean() if losses else None
 
-    # ----------------------------------------------------------------- forward
-    def _before_base_forward(self, module, args, kwargs):
-        """Runs before every base forward (training, eval and each generate step)."""
+    # ----------------------------------------------------------------- loss
+    def weight_loss_term(self, name: str, weight: float) -> None:
+        """Weigh the auxiliary loss `name` (a `DyLoRAOutput` field) into the loss; 0 leaves it out (the hook
+        through which continual mode adds its routing terms; the balance term's weight is the config's)."""
+        if name not in AUX_LOSSES or name == "balance_loss":
+            raise ValueError(f"no auxiliary loss {name!r}; expected one of {AUX_LOSSES[1:]}")
+        self.loss_term_weights[name] = weight
+
+    def loss_parts(self, output: DyLoRAOutput) -> tuple[torch.Tensor, list[tuple[torch.Tensor | None, float]]]:
+        """The LM loss and each auxiliary loss with its weight: what `loss.combine_loss` adds up."""
+        weights = {"balance_loss": self.dylora_config.balance_coefficient, **self.loss_term_weights}
+        return output.lm_loss, [(getattr(output, name), weight) for name, weight in weights.items()]
+
+    # ----------------------------------------------------------------- routing passes
+    @contextmanager
+    def routing_pass(self, **request) -> Iterator[None]:
+        """Scope what the routers read in the base forwards run inside it (`REQUESTABLE` fields of
+        `RoutingPass`: statistics, supervision targets, a capture dict); fields not given are the enclosing
+        scope's. On exit the enclosing scope is back, so nothing leaks into later forwards. Each base forward
+        (every `generate` step too) starts a fresh `RoutingPass` from it: see `_start_pass`."""
+        _check_request("routing_pass", request)
+        enclosing = self._scope
+        self._scope = {**enclosing, **request}
+        try:
+            yield
+        finally:
+            self._scope = enclosing
+
+    def set_routing_defaults(self, **request) -> None:
+        """What every later routing pass asks for unless its scope says otherwise (a continual phase: gates
+        detached from the LM loss, the class weights of supervised routing); replaces earlier defaults."""
+        _check_request("set_routing_defaults", request)
+        self._pass_defaults = dict(request)
+
+    @property
+    def last_routing_pass(self) -> RoutingPass | None:
+        """The pass the routers read in the latest base forward (still theirs until the next one starts)."""
+        router = next(iter(self.routers.values()), None)
+        return router.active_pass if router is not None else None
+
+    def _start_pass(self, module, args, kwargs):
+        """Forward pre-hook of the base model, so it runs before every base forward (training, eval, each
+        generate step): the one place routing state is written. The pass stays the routers' after the forward,
+        because activation checkpointing recomputes layers in backward and must see what the forward saw."""
+        mask = kwargs.get("attention_mask")
+        token_mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
+        continue_context = _past_length(kwargs) > 0
+        segment_starts = None
+        if token_mask is None and not continue_context:
+            segment_starts = packed_segment_starts(kwargs.get("position_ids"))
+        routing = RoutingPass(sparse=self.is_sparse, token_mask=token_mask, continue_context=continue_context,
+                              segment_starts=segment_starts, **{**self._pass_defaults, **self._scope})
         for router in self.routers.values():
             router.clear_cache()
-        self.routing.sparse = self.is_sparse
-        mask = kwargs.get("attention_mask")
-        self.routing.token_mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
-        self.routing.continue_context = _past_length(kwargs) > 0
-        self.routing.segment_starts = None
-        if self.routing.token_mask is None and not self.routing.continue_context:
-            self.routing.segment_starts = packed_segment_starts(kwargs.get("position_ids"))
-        self.routing.shared_context = None
-        self.routing.stats = []
+            router.active_pass = routing
         return None
 
+    # ----------------------------------------------------------------- forward
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
@@ -228,59 +292,55 @@ class DyLoRAMoEModel(nn.Module):
         **kwargs,
     ) -> DyLoRAOutput:
         """`expert_ids` (batch,): the expert each sequence belongs to (-1: none); with labels, the routers'
-        cross entropy toward it is returned as `routing_supervision_loss` and weighted into `loss` by
-        `routing_supervision`. Routing itself never reads it."""
-        self.routing.collect_stats = labels is not None
-        self.routing.targets = expert_ids if labels is not None else None
-        self.routing.target_mask = (labels != -100) if expert_ids is not None and labels is not None else None
+        cross entropy toward it is returned as `routing_supervision_loss` (weighted into `loss` once
+        `weight_loss_term` gave it a weight). Routing itself never reads it."""
+        scored = labels is not None
+        targets = expert_ids if scored else None
+        target_mask = (labels != -100) if expert_ids is not None and scored else None
         if attention_mask is None and kwargs.get("past_key_values") is None and \
                 packed_segment_starts(kwargs.get("position_ids")) is not None:
             kwargs["use_cache"] = False  # transformers reads example boundaries from position_ids only without cache
         try:
-            out = self.base_model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+            with self.routing_pass(collect_stats=scored, targets=targets, target_mask=target_mask):
+                out = self.base_model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
             result = DyLoRAOutput(logits=out.logits, cache=getattr(out, "cache", None))
-            if labels is None:
-                return result
-            lm_total, lm_count = shifted_lm_loss(out.logits, labels, self.label_smoothing)
-            lm_loss = lm_total / (num_items_in_batch if num_items_in_batch is not None else lm_count.clamp_min(1))
-            result.lm_loss_per_token = lm_total.detach() / lm_count.clamp_min(1)
-            stats = self.routing.stats
-            if stats:
-                balance = torch.stack([s.balance_loss for s in stats]).mean()
-                result.expert_usage = torch.stack([s.usage for s in stats]).mean(0)
-                result.routing_entropy = torch.stack([s.entropy for s in stats]).mean()
-                supervised = [s.supervision_loss for s in stats if s.supervision_loss is not None]
-                if supervised:
-                    result.routing_supervision_loss = torch.stack(supervised).mean()
-            else:
-                balance = lm_loss.new_zeros(())
-            result.routing_prototype_loss = self.prototype_routing_loss()
-            result.lm_loss = lm_loss
-            result.balance_loss = balance
-            result.loss = lm_loss + self.dylora_config.balance_coefficient * balance.to(lm_loss.dtype)
-            if result.routing_supervision_loss is not None and self.routing_supervision:
-                result.loss = result.loss + self.routing_supervision * result.routing_supervision_loss.to(lm_loss.dtype)
-            if result.routing_prototype_loss is not None and self.prototype_routing:
-                result.loss = result.loss + self.prototype_routing * result.routing_prototype_loss.to(lm_loss.dtype)
+            if scored:
+                self._add_loss(result, out.logits, labels, num_items_in_batch)
             return result
         finally:
-            # collect_stats / targets stay as this forward set them: activation checkpointing recomputes the
-            # layers during backward and must save the same tensors as the original forward did
-            self.routing.stats = []
             for router in self.routers.values():
                 router.clear_cache()
+
+    def _add_loss(self, result: DyLoRAOutput, logits: torch.Tensor, labels: torch.Tensor,
+                  num_items_in_batch: int | torch.Tensor | None) -> None:
+        """The loss parts of this forward (LM loss, routing statistics, auxiliary losses) and their sum."""
+        lm_total, lm_count = shifted_lm_loss(logits, labels, self.label_smoothing)
+        result.lm_loss = lm_total / (num_items_in_batch if num_items_in_batch is not None else lm_count.clamp_min(1))
+        result.lm_loss_per_token = lm_total.detach() / lm_count.clamp_min(1)
+        stats = self.last_routing_pass.stats
+        if stats:
+            result.balance_loss = torch.stack([s.balance_loss for s in stats]).mean()
+            result.expert_usage = torch.stack([s.usage for s in stats]).mean(0)
+            result.routing_entropy = torch.stack([s.entropy for s in stats]).mean()
+            supervised = [s.supervision_loss for s in stats if s.supervision_loss is not None]
+            if supervised:
+                result.routing_supervision_loss = torch.stack(supervised).mean()
+        else:
+            result.balance_loss = result.lm_loss.new_zeros(())
+        result.routing_prototype_loss = self.prototype_routing_loss()
+        result.loss = combine_loss(*self.loss_parts(result))
 
     @torch.no_grad()
     def generate(self, *args, **kwargs):
         """The base model's `generate`; routing happens inside each adapted projection, token by token."""
         config = kwargs.get("generation_config")
         beams = kwargs.get("num_beams", getattr(config, "num_beams", 1) if config is not None else 1) or 1
-        if self.routing.router_input != "token" and beams > 1:
+        if self.dylora_config.router_input != "token" and beams > 1:
             raise UserError("beam search reorders sequences in the KV cache, which context routing's running sums "
                             "cannot follow; generate with num_beams=1 (greedy or sampling)")
-        self.routing.collect_stats = False
         try:
-            return self.base_model.generate(*args, **kwargs)
+            with self.routing_pass(collect_stats=False, targets=None, target_mask=None):
+                return self.base_model.generate(*args, **kwargs)
         finally:
             for router in self.routers.values():
                 router.clear_cache()

@@ -11,6 +11,10 @@ two code skills are hard to tell apart (a linear probe on the tiny base: 64-74% 
 much less so (80-100%), and the first layer's the least (100%), so context routing lets experts specialise by
 skill rather than by token type. It stays causal and one-pass; during cached generation the routers that
 compute a running mean carry its sum from one step to the next.
+
+A router's forward depends on its input, its own settings (top-k, temperature, router input) and the
+`RoutingPass` of the current forward (padding mask, maturity, supervision targets, capture), which its model
+makes at the start of every base forward; the gating math itself is `_gate` / `_inference_weights`.
 """
 
 from __future__ import annotations
@@ -21,26 +25,29 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+ROUTER_INPUTS = ("token", "context", "sequence")
+
 
 @dataclass
-class RoutingContext:
-    """State shared by every router of one model for the duration of a forward pass."""
+class RoutingPass:
+    """What the routers of one model read during one base forward besides their input and their own settings.
 
-    sparse: bool = False
-    top_k: int = 1
-    temperature: float = 1.0
-    collect_stats: bool = False
+    Made by `DyLoRAMoEModel` at the start of each base forward (and nowhere else) from the enclosing
+    `routing_pass(...)` scope; the routers only add their results (`shared_context`, `stats`). Outside any model
+    (a bare router or layer call) a router uses `RoutingPass()`: dense routing, no statistics."""
+
+    sparse: bool = False  # every expert is mature: top-k instead of the dense softmax
+    collect_stats: bool = False  # record `RouterStats` (a forward with labels)
     token_mask: torch.Tensor | None = None  # (batch, seq) 1 for real tokens, 0 for padding
+    segment_starts: torch.Tensor | None = None  # (batch, seq) packed rows: index of each token's example start
+    continue_context: bool = False  # this forward continues the previous one's sequences (cached generation)
     targets: torch.Tensor | None = None  # (batch,) the expert each sequence should route to, -1 for none
     target_mask: torch.Tensor | None = None  # (batch, seq) tokens the supervision covers (None: all real tokens)
     target_weights: torch.Tensor | None = None  # (E,) weight of each target expert's tokens (None: per batch)
     detach_weights: bool = False  # the LM loss does not train the gates (supervised routing learns from labels)
-    capture: dict | None = None  # when a dict: each router appends its gate inputs under its own key (prototypes)
-    router_input: str = "token"  # token | context | sequence (see the module docstring)
-    shared_context: torch.Tensor | None = None  # "sequence": this forward's running mean, computed by the first gate
-    continue_context: bool = False  # this forward continues the previous one's sequences (cached generation)
-    segment_starts: torch.Tensor | None = None  # (batch, seq) packed rows: index of each token's example start
-    stats: list["RouterStats"] = field(default_factory=list)
+    capture: dict | None = None  # when a dict: each router appends its gate inputs under its id (prototypes)
+    shared_context: torch.Tensor | None = None  # result: "sequence" routing's running mean, set by the first gate
+    stats: list["RouterStats"] = field(default_factory=list)  # result: one entry per routing decision
 
 
 @dataclass
@@ -52,12 +59,19 @@ class RouterStats:
 
 
 class Router(nn.Module):
-    """Linear gate in_features -> num_experts, without bias."""
+    """Linear gate in_features -> num_experts, without bias, with its fixed settings: how many experts sparse
+    routing picks (`top_k`), the softmax `temperature` and what the gate reads (`router_input`)."""
 
-    def __init__(self, in_features: int, num_experts: int, context: RoutingContext, init_std: float = 0.02):
+    def __init__(self, in_features: int, num_experts: int, *, top_k: int = 1, temperature: float = 1.0,
+                 router_input: str = "token", init_std: float = 0.02):
         super().__init__()
+        if router_input not in ROUTER_INPUTS:
+            raise ValueError(f"router_input must be one of {ROUTER_INPUTS}, got {router_input!r}")
         self.weight = nn.Parameter(torch.randn(num_experts, in_features) * init_std)
-        self.__dict__["context"] = context  # shared plain object, not a sub-module
+        self.top_k = top_k
+        self.temperature = temperature
+        self.router_input = router_input
+        self.active_pass: RoutingPass | None = None  # set by the owning model at the start of each base forward
         self.num_consumers = 0  # projections that read this router (set when they are built)
         self._cached_input: torch.Tensor | None = None
         self._cached_weights: torch.Tensor | None = None
@@ -68,39 +82,45 @@ class Router(nn.Module):
     def num_experts(self) -> int:
         return self.weight.shape[0]
 
+    @property
+    def routing_pass(self) -> RoutingPass:
+        """This forward's pass; a fresh default one when the router runs outside a model's base forward."""
+        return self.active_pass if self.active_pass is not None else RoutingPass()
+
     def clear_cache(self) -> None:
         self._cached_input = None
         self._cached_weights = None
         self._cache_hits = 0
 
+    # ----------------------------------------------------------------- forward: bookkeeping around the gate
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Routing weights (..., E) for input x (..., in_features); reused when x is the same tensor."""
-        if self._cached_input is x and self._cached_weights is not None:
-            weights = self._cached_weights
-            self._cache_hits += 1
-            if self._cache_hits >= self.num_consumers:  # every sibling projection has read it: drop the reference
-                self.clear_cache()
-            return weights
-        ctx = self.context
-        gate_input = self._gate_input(x)
-        if ctx.capture is not None:
-            ctx.capture.setdefault(id(self), []).append(gate_input.detach())
-        if not (torch.is_grad_enabled() or ctx.collect_stats or (ctx.sparse and ctx.top_k > 1)):
-            return self._remember(x, self._inference_weights(gate_input).to(x.dtype))
-        logits = F.linear(gate_input.to(self.weight.dtype), self.weight) / ctx.temperature
-        probs = torch.softmax(logits.float(), dim=-1)
-        if ctx.sparse:
-            k = min(ctx.top_k, self.num_experts)
-            top_values, top_index = logits.float().topk(k, dim=-1)
-            weights = torch.zeros_like(probs).scatter(-1, top_index, torch.softmax(top_values, dim=-1))
-        else:
-            weights = probs
-        if ctx.collect_stats:
-            ctx.stats.append(self._stats(probs, weights, ctx))
+        cached = self._from_cache(x)
+        if cached is not None:
+            return cached
+        p = self.routing_pass
+        gate_input = self._gate_input(x, p)
+        if p.capture is not None:
+            p.capture.setdefault(id(self), []).append(gate_input.detach())
+        if not (torch.is_grad_enabled() or p.collect_stats or (p.sparse and self.top_k > 1)):
+            return self._remember(x, self._inference_weights(gate_input, p.sparse).to(x.dtype))
+        probs, weights = self._gate(gate_input, p.sparse)
+        if p.collect_stats:
+            p.stats.append(self._stats(probs, weights, p))
         weights = weights.to(x.dtype)
-        if ctx.detach_weights:
+        if p.detach_weights:
             weights = weights.detach()
         return self._remember(x, weights)
+
+    def _from_cache(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The decision already made for this very tensor by a sibling projection, if any."""
+        if self._cached_input is not x or self._cached_weights is None:
+            return None
+        weights = self._cached_weights
+        self._cache_hits += 1
+        if self._cache_hits >= self.num_consumers:  # every sibling projection has read it: drop the reference
+            self.clear_cache()
+        return weights
 
     def _remember(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """Keep this decision for the sibling projections that read the same input."""
@@ -108,34 +128,45 @@ class Router(nn.Module):
             self._cached_input, self._cached_weights, self._cache_hits = x, weights, 1
         return weights
 
-    def _inference_weights(self, gate_input: torch.Tensor) -> torch.Tensor:
+    # ----------------------------------------------------------------- gating
+    def _gate(self, gate_input: torch.Tensor, sparse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(softmax probabilities, routing weights), both float32: the weights are the probabilities when dense,
+        the softmax over the top-k logits scattered back when sparse."""
+        logits = F.linear(gate_input.to(self.weight.dtype), self.weight) / self.temperature
+        probs = torch.softmax(logits.float(), dim=-1)
+        if not sparse:
+            return probs, probs
+        k = min(self.top_k, self.num_experts)
+        top_values, top_index = logits.float().topk(k, dim=-1)
+        return probs, torch.zeros_like(probs).scatter(-1, top_index, torch.softmax(top_values, dim=-1))
+
+    def _inference_weights(self, gate_input: torch.Tensor, sparse: bool) -> torch.Tensor:
         """The same weights as the training path in fewer ops (no statistics, no autograd): softmax for dense
         routing, the argmax's one-hot for sparse top-1 (the top-1 softmax is exactly 1)."""
         logits = F.linear(gate_input.to(self.weight.dtype), self.weight)
-        if self.context.temperature != 1.0:
-            logits = logits / self.context.temperature
-        if not self.context.sparse:
+        if self.temperature != 1.0:
+            logits = logits / self.temperature
+        if not sparse:
             return torch.softmax(logits, dim=-1, dtype=torch.float32)
         chosen = logits.argmax(dim=-1, keepdim=True)
         return torch.zeros(logits.shape, device=logits.device, dtype=torch.float32).scatter_(-1, chosen, 1.0)
 
-    def _gate_input(self, x: torch.Tensor) -> torch.Tensor:
-        ctx = self.context
-        if ctx.router_input == "token" or x.dim() != 3:
+    # ----------------------------------------------------------------- what the gate reads
+    def _gate_input(self, x: torch.Tensor, p: RoutingPass) -> torch.Tensor:
+        if self.router_input == "token" or x.dim() != 3:
             return x
-        if ctx.router_input == "sequence":
-            shared = ctx.shared_context
+        if self.router_input == "sequence":
+            shared = p.shared_context
             if shared is None or shared.shape[:2] != x.shape[:2]:  # the first gate of this forward computes it
-                shared = ctx.shared_context = self._running_mean(x)
+                shared = p.shared_context = self._running_mean(x, p)
             return shared
-        return self._running_mean(x)
+        return self._running_mean(x, p)
 
-    def _running_mean(self, x: torch.Tensor) -> torch.Tensor:
+    def _running_mean(self, x: torch.Tensor, p: RoutingPass) -> torch.Tensor:
         """Causal mean of x (batch, seq, d) over each sequence's real tokens up to and including each position;
         continues the previous forward's sums when the model is generating with a KV cache."""
-        ctx = self.context
         batch, seq = x.shape[0], x.shape[1]
-        mask = ctx.token_mask
+        mask = p.token_mask
         if mask is not None and mask.shape[0] == batch and mask.shape[1] >= seq:
             weights = mask[:, -seq:].to(device=x.device, dtype=torch.float32).unsqueeze(-1)
         else:
@@ -143,11 +174,11 @@ class Router(nn.Module):
         weighted = x.float() * weights
         sums = weighted.cumsum(dim=1)
         counts = weights.cumsum(dim=1)
-        starts = ctx.segment_starts
+        starts = p.segment_starts
         if starts is not None and starts.shape == (batch, seq):
             sums, counts = _restart_at(starts, sums, weighted), _restart_at(starts, counts, weights)
         state = self._context_state
-        if ctx.continue_context and state is not None:
+        if p.continue_context and state is not None:
             if state[0].shape[0] != batch:
                 raise RuntimeError("context routing: the batch changed in the middle of cached generation")
             sums = sums + state[0].unsqueeze(1)
@@ -155,17 +186,18 @@ class Router(nn.Module):
         self._context_state = (sums[:, -1].detach(), counts[:, -1].detach())
         return (sums / counts.clamp_min(1.0)).to(x.dtype)
 
-    def _stats(self, probs: torch.Tensor, weights: torch.Tensor, ctx: RoutingContext) -> RouterStats:
+    # ----------------------------------------------------------------- statistics and auxiliary losses
+    def _stats(self, probs: torch.Tensor, weights: torch.Tensor, p: RoutingPass) -> RouterStats:
         num_experts = probs.shape[-1]
         flat_probs = probs.reshape(-1, num_experts)
         flat_weights = weights.reshape(-1, num_experts)
         mask = None
-        if ctx.token_mask is not None and ctx.token_mask.numel() == flat_probs.shape[0]:
-            mask = ctx.token_mask.reshape(-1, 1).to(flat_probs.dtype)
+        if p.token_mask is not None and p.token_mask.numel() == flat_probs.shape[0]:
+            mask = p.token_mask.reshape(-1, 1).to(flat_probs.dtype)
         if mask is None:
             mask = torch.ones(flat_probs.shape[0], 1, device=flat_probs.device, dtype=flat_probs.dtype)
         count = mask.sum().clamp_min(1.0)
-        k = min(ctx.top_k, num_experts) if ctx.sparse else 1
+        k = min(self.top_k, num_experts) if p.sparse else 1
         chosen = flat_probs.detach().topk(k, dim=-1).indices
         assigned = torch.zeros_like(flat_probs).scatter(-1, chosen, 1.0 / k)
         fraction_assigned = (assigned * mask).sum(0) / count
@@ -175,20 +207,20 @@ class Router(nn.Module):
         token_entropy = -(flat_probs.detach() * flat_probs.detach().clamp_min(1e-12).log()).sum(-1, keepdim=True)
         entropy = (token_entropy * mask).sum() / count
         supervised = mask
-        if ctx.target_mask is not None and ctx.target_mask.numel() == flat_probs.shape[0]:
-            supervised = mask * ctx.target_mask.reshape(-1, 1).to(flat_probs.dtype)
+        if p.target_mask is not None and p.target_mask.numel() == flat_probs.shape[0]:
+            supervised = mask * p.target_mask.reshape(-1, 1).to(flat_probs.dtype)
         return RouterStats(balance_loss=balance, usage=usage, entropy=entropy,
-                           supervision_loss=self._supervision(flat_probs, supervised, ctx))
+                           supervision_loss=self._supervision(flat_probs, supervised, p))
 
     @staticmethod
-    def _supervision(flat_probs: torch.Tensor, mask: torch.Tensor, ctx: RoutingContext) -> torch.Tensor | None:
+    def _supervision(flat_probs: torch.Tensor, mask: torch.Tensor, p: RoutingPass) -> torch.Tensor | None:
         """Cross entropy of the per-token softmax toward each sequence's target expert (skill-supervised
         routing) over real tokens of sequences that have a target, class-balanced so that the skill with most
         tokens (the one being learned) does not teach the router a global preference for its expert: with
         `target_weights` (each expert's inverse share of the phase's tokens) a weighted mean over the batch's
         tokens, else the mean over each target expert's tokens averaged over the experts present.
         None without targets."""
-        targets = ctx.targets
+        targets = p.targets
         if targets is None or flat_probs.shape[0] % targets.numel():
             return None
         num_experts = flat_probs.shape[-1]
@@ -197,8 +229,8 @@ class Router(nn.Module):
         one_hot = F.one_hot(per_token.clamp(0, num_experts - 1), num_experts).to(flat_probs.dtype) * valid.unsqueeze(-1)
         nll = -(flat_probs.clamp_min(1e-12).log() * one_hot).sum(0)  # (E,) summed per target expert
         count = one_hot.sum(0)
-        if ctx.target_weights is not None and ctx.target_weights.numel() == num_experts:
-            weights = ctx.target_weights.to(nll.device, nll.dtype)
+        if p.target_weights is not None and p.target_weights.numel() == num_experts:
+            weights = p.target_weights.to(nll.device, nll.dtype)
             return (nll * weights).sum() / count.sum().clamp_min(1.0)
         present = count > 0
         if not bool(present.any()):
@@ -209,7 +241,7 @@ class Router(nn.Module):
         """Cross entropy of this gate's softmax at stored gate inputs of earlier skills (`prototypes` (N, d))
         toward their experts: keeps earlier skills' contexts routed to their experts while a new skill trains
         the gates, without replaying their data."""
-        logits = F.linear(prototypes.to(self.weight.device, self.weight.dtype), self.weight) / self.context.temperature
+        logits = F.linear(prototypes.to(self.weight.device, self.weight.dtype), self.weight) / self.temperature
         return F.cross_entropy(logits.float(), experts.to(self.weight.device).long())
 
     def add_experts(self, count: int, init_std: float) -> None:

@@ -21,6 +21,7 @@ from transformers import Trainer
 from dylora_moe.checkpoint.manifest import find_latest_checkpoint, list_checkpoints, publish_atomically, write_manifest
 from dylora_moe.errors import UserError
 from dylora_moe.model.adapter_io import load_adapter, save_adapter
+from dylora_moe.model.loss import combine_loss
 from dylora_moe.training.resume_plan import ResumePlan
 from dylora_moe.training.rng import load_rng_state, save_rng_state
 from dylora_moe.training.optimizer_growth import (optimizer_param_names, remap_optimizer_state,
@@ -48,8 +49,7 @@ class MoEStatsAccumulator:
             "balance_loss": outputs.balance_loss,
             "routing_entropy": outputs.routing_entropy,
             "expert_usage": outputs.expert_usage,
-            "routing_supervision_loss": getattr(outputs, "routing_supervision_loss", None),
-            "routing_prototype_loss": getattr(outputs, "routing_prototype_loss", None),
+            **outputs.aux_losses(),  # and any further auxiliary loss (e.g. continual mode's routing terms)
         }
         for key, value in values.items():
             if value is None:
@@ -107,26 +107,18 @@ class DyLoRATrainer(Trainer):
     # ------------------------------------------------------------------ loss & logging
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs, num_items_in_batch=num_items_in_batch)
-        coefficient = self.moe_model.dylora_config.balance_coefficient
-        lm_loss, balance = outputs.lm_loss, outputs.balance_loss
         # With average_tokens_across_devices, num_items_in_batch counts the tokens of *all* processes (in training
         # and in evaluation), so lm_loss is this process's share; HF averages over processes, hence the
         # pre-multiplication (without it a 2-process eval_loss came out halved).
         scale = self.accelerator.num_processes if self.args.average_tokens_across_devices else 1
+        # lm_loss is then already normalised over the whole accumulated batch and HF will not divide by the
+        # accumulation steps, so in training the per-micro-batch auxiliary terms must be.
+        steps = 1
         if num_items_in_batch is None:
             scale = 1
-        if model.training and num_items_in_batch is not None:
-            # lm_loss is already normalised over the whole accumulated batch; HF will not divide by the
-            # accumulation steps, so the per-micro-batch balance term must be.
-            loss = lm_loss * scale + coefficient * balance / self.current_gradient_accumulation_steps
-        else:
-            loss = lm_loss * scale + coefficient * balance
-        steps = self.current_gradient_accumulation_steps if model.training and num_items_in_batch is not None else 1
-        for name, weight_name in (("routing_supervision_loss", "routing_supervision"),
-                                  ("routing_prototype_loss", "prototype_routing")):
-            term, weight = getattr(outputs, name, None), getattr(self.moe_model, weight_name, 0.0)
-            if term is not None and weight:  # continual mode's routing terms, scaled like the balance term
-                loss = loss + weight * term / steps
+        elif model.training:
+            steps = self.current_gradient_accumulation_steps
+        loss = combine_loss(*self.moe_model.loss_parts(outputs), lm_scale=scale, aux_divisor=steps)
         (self.train_stats if model.training else self.eval_stats).add(outputs)
         return (loss, outputs) if return_outputs else loss
 
