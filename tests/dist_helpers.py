@@ -32,7 +32,7 @@ ENTRY = textwrap.dedent("""
 
     stop_at, slow_upload, real_train = int(sys.argv[1]), float(sys.argv[2]), run_module.train
 
-    def train_with_stop(cfg, log=run_module._log, extra_callbacks=None):
+    def train_with_stop(cfg, log=run_module.log_main, extra_callbacks=None):
         return real_train(cfg, log=log, extra_callbacks=[*(extra_callbacks or []), StopAt(stop_at)])
 
     if stop_at:

@@ -1,8 +1,9 @@
-"""Where does a resume start from? Any path or store URI → one local, verified checkpoint directory.
+"""Any path or store URI → one local, verified checkpoint directory.
 
 Why one function: `--resume_from_checkpoint` and `--wandb_checkpoint_artifact` (or
 WANDB_CHECKPOINT_ARTIFACT) accept the same URIs, and the trainer must never resume from a checkpoint
-that was not verified against its manifest.
+that was not verified against its manifest. *Which* checkpoint a run continues from is decided in
+`training/resume.py`; this module only fetches and verifies.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dylora_moe.checkpoint.manifest import (
 )
 from dylora_moe.checkpoint.stores.fsspec_store import INDEX_NAME
 from dylora_moe.checkpoint.stores.uri import is_wandb_uri, open_store, split_ref
+from dylora_moe.errors import UserError
 
 
 def resolve_resume_source(
@@ -60,3 +62,27 @@ def resolve_resume_source(
             )
     store, ref = open_store(text, storage_options)
     return store.download(ref, dest, log=log)
+
+
+def newest_in_store(uri: str, run_name: str | None, log: Callable[[str], object] = print) -> tuple[int, Path, str] | None:
+    """(step, verified local dir, label) of the newest version of `run_name` in the store that verifies.
+
+    A store that cannot be listed, or versions that fail verification, are said and skipped: `auto` then
+    falls back to the one before, or to the local output directory.
+    """
+    try:
+        store, _ = open_store(uri)
+        versions = sorted(store.list_versions(), key=lambda v: v.index, reverse=True)
+    except (CheckpointError, UserError) as exc:
+        log(f"[resume] auto: cannot list {uri} ({exc}); looking only at the local output directory")
+        return None
+    for info in versions:
+        if run_name and info.metadata.get("run_name") not in (None, run_name):
+            continue
+        try:
+            path = store.download(info.version, log=log)
+        except (CheckpointError, UserError) as exc:
+            log(f"[resume] auto: {uri}:{info.version} failed verification ({exc}); falling back to the one before")
+            continue
+        return int(info.metadata.get("global_step", -1)), path, f"{uri}:{info.version}"
+    return None

@@ -4,21 +4,16 @@ from __future__ import annotations
 
 from transformers import TrainerCallback
 
-from dylora_moe.training.resume_plan import DataPosition
+from dylora_moe.training.resume_plan import DataLayout, DataPosition, ResumePlan
 
 
 class DataPositionTracker(TrainerCallback):
     """Counts optimizer steps within the epoch so a checkpoint can say which sample comes next."""
 
-    def __init__(self, *, steps_per_epoch: int, global_batch: int, num_examples: int, fingerprint: str,
-                 world_size: int, epoch: int = 0, steps_in_epoch: int = 0):
-        self.steps_per_epoch = steps_per_epoch
-        self.global_batch = global_batch
-        self.num_examples = num_examples
-        self.fingerprint = fingerprint
-        self.world_size = world_size
-        self.epoch = epoch
-        self.steps_in_epoch = steps_in_epoch
+    def __init__(self, layout: DataLayout, plan: ResumePlan | None = None):
+        self.layout = layout
+        self.epoch = plan.epochs_trained if plan else 0
+        self.steps_in_epoch = plan.steps_in_epoch if plan else 0
         self.global_step = 0
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -30,11 +25,12 @@ class DataPositionTracker(TrainerCallback):
         self.steps_in_epoch = 0
 
     def position(self) -> dict:
+        layout = self.layout
         return DataPosition(
             global_step=self.global_step, epoch=self.epoch,
-            samples_in_epoch=self.steps_in_epoch * self.global_batch, global_batch=self.global_batch,
-            steps_per_epoch=self.steps_per_epoch, num_examples=self.num_examples,
-            dataset_fingerprint=self.fingerprint, world_size=self.world_size,
+            samples_in_epoch=self.steps_in_epoch * layout.global_batch, global_batch=layout.global_batch,
+            steps_per_epoch=layout.steps_per_epoch, num_examples=layout.num_examples,
+            dataset_fingerprint=layout.dataset_fingerprint, world_size=layout.world_size,
         ).__dict__.copy()
 
 
@@ -49,13 +45,13 @@ class FinalStepSave(TrainerCallback):
 class RunEvents(TrainerCallback):
     """Puts resume and dataset-change events into the log history (reports mark them on the time axis)."""
 
-    def __init__(self, resume, plan, log=print):
-        self.resume = resume
-        self.plan = plan
+    def __init__(self, resumption, log=print):
+        self.resumption = resumption  # training.resume.Resumption: its label and (on a full resume) its plan
         self.log = log
 
     def on_train_begin(self, args, state, control, lr_scheduler=None, **kwargs):
-        if self.plan is None:
+        plan = self.resumption.plan
+        if plan is None:
             return
         if lr_scheduler is not None and hasattr(lr_scheduler, "lr_lambdas"):
             before = lr_scheduler.get_last_lr()[0]
@@ -64,7 +60,7 @@ class RunEvents(TrainerCallback):
                      f"{state.global_step} was {before:.3e}, continues at {after:.3e}")
         state.log_history.append({
             "step": state.global_step, "epoch": state.epoch, "event": "resume",
-            "resumed_from": self.resume.label, "exact": self.plan.exact,
+            "resumed_from": self.resumption.label, "exact": plan.exact,
         })
-        if self.plan.dataset_changed:
+        if plan.dataset_changed:
             state.log_history.append({"step": state.global_step, "epoch": state.epoch, "event": "dataset_changed"})

@@ -29,33 +29,44 @@ class DataPosition:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__})
 
 
+@dataclass(frozen=True)
+class DataLayout:
+    """How the new command walks the training set; the resume plan and the position tracker both read it."""
+
+    num_examples: int
+    global_batch: int  # samples per optimizer step (per-device batch x grad accumulation x world size)
+    grad_accum: int
+    steps_per_epoch: int
+    dataset_fingerprint: str
+    world_size: int
+
+    @classmethod
+    def of(cls, num_examples: int, *, batch: int, grad_accum: int, world_size: int, fingerprint: str) -> "DataLayout":
+        """HF's own count of optimizer steps per epoch (the last, short accumulation window counts)."""
+        len_dataloader = math.ceil(num_examples / (batch * world_size))
+        steps = max(len_dataloader // grad_accum + int(len_dataloader % grad_accum > 0), 1)
+        return cls(num_examples, batch * grad_accum * world_size, grad_accum, steps, fingerprint, world_size)
+
+
 @dataclass
 class ResumePlan:
     epochs_trained: int
-    batches_to_skip: int  # micro-batches of the current epoch to skip
+    steps_in_epoch: int  # optimizer steps of the current epoch already done (the position tracker counts on)
+    batches_to_skip: int  # the same, in micro-batches (what HF's data skip takes)
     max_steps: int  # total optimizer steps of the whole run, past steps included
     exact: bool
     dataset_changed: bool
     message: str
 
 
-def plan_resume(
-    saved: DataPosition,
-    *,
-    steps_per_epoch: int,
-    grad_accum: int,
-    global_batch: int,
-    num_epochs: float,
-    max_steps: int,
-    dataset_fingerprint: str,
-    world_size: int,
-) -> ResumePlan:
+def plan_resume(saved: DataPosition, layout: DataLayout, *, num_epochs: float, max_steps: int) -> ResumePlan:
     """Plan the continuation of `saved` under the new command's settings."""
-    step = saved.global_step
+    step, steps_per_epoch, global_batch = saved.global_step, layout.steps_per_epoch, layout.global_batch
+    dataset_fingerprint, world_size = layout.dataset_fingerprint, layout.world_size
     if dataset_fingerprint != saved.dataset_fingerprint:
         total = max_steps if max_steps > 0 else step + math.ceil(num_epochs * steps_per_epoch)
         return ResumePlan(
-            0, 0, total, exact=False, dataset_changed=True,
+            0, 0, 0, total, exact=False, dataset_changed=True,
             message=(
                 f"training data changed (fingerprint {saved.dataset_fingerprint[:12]} -> {dataset_fingerprint[:12]}): "
                 f"no mid-epoch data skipping; epochs restart on the new data from step {step}"
@@ -81,4 +92,5 @@ def plan_resume(
             f"; world size {saved.world_size}->{world_size}, global batch {saved.global_batch}->{global_batch}: "
             "data position recomputed in samples, the continuation is no longer bitwise exact"
         )
-    return ResumePlan(epochs_trained, steps_into_epoch * grad_accum, total, exact, False, message)
+    return ResumePlan(epochs_trained, steps_into_epoch, steps_into_epoch * layout.grad_accum, total, exact, False,
+                      message)

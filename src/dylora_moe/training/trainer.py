@@ -4,15 +4,19 @@ What it changes, and why:
 - checkpoints hold experts, gates and maturity (safetensors), optimizer, scheduler, scaler, trainer state,
   per-process RNG (tensors only), data position and extra state, plus a sha256 manifest; written into a
   temporary directory and published atomically with a COMPLETE marker last; never any base-model weight;
-- resume re-plans the data position in samples (see `resume_plan.py`) and the LR schedule for the new total;
-- the loss is the model's next-token loss (label smoothing on shifted labels) plus the balance loss, and every
-  log line carries LM loss, balance loss, per-expert usage and routing entropy.
+- resume reads everything from a `Resumption` (see `resume.py`): adapters were loaded by it once before the
+  trainer existed; the data position is re-planned in samples and the LR schedule for the new total;
+- the loss is composed by `model/loss.py::combine_loss` from the parts the model returns (next-token loss with
+  label smoothing on shifted labels, the balance loss, and any term a callback weighted in), scaled for
+  gradient accumulation and several processes; every log line carries LM loss, balance loss, per-expert usage
+  and routing entropy.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -22,12 +26,11 @@ from dylora_moe.checkpoint.manifest import find_latest_checkpoint, list_checkpoi
 from dylora_moe.errors import UserError
 from dylora_moe.model.adapter_io import load_adapter, save_adapter
 from dylora_moe.model.loss import combine_loss
-from dylora_moe.training.resume_plan import ResumePlan
+from dylora_moe.training.resume import Resumption
 from dylora_moe.training.rng import load_rng_state, save_rng_state
 from dylora_moe.training.optimizer_growth import (optimizer_param_names, remap_optimizer_state,
                                                   save_optimizer_param_names, saved_param_names)
 from dylora_moe.checkpoint.manifest import RUN_CONFIG_NAME
-from dylora_moe.training.state import DyLoRATrainingState
 from dylora_moe.writable import disk_full, disk_reason, is_disk_error
 
 TRAINER_STATE_NAME = "trainer_state.json"
@@ -73,19 +76,21 @@ class MoEStatsAccumulator:
 
 
 class DyLoRATrainer(Trainer):
-    """Use through `dylora_moe.training.run.train`, which sets the extra attributes below."""
+    """Built by `dylora_moe.training.run.train`; everything beyond HF's arguments comes in the constructor."""
 
-    def __init__(self, *args, dylora_state: DyLoRATrainingState, run_config: dict, metadata_fn, log=print, **kwargs):
+    def __init__(self, *args, resumption: Resumption, run_config: dict, metadata_fn: Callable[[], dict],
+                 position_fn: Callable[[], dict] | None = None, train_sampler=None,
+                 save_total_limit: int | None = None, log=print, **kwargs):
         super().__init__(*args, **kwargs)
-        self.dylora_state = dylora_state
+        self.resumption = resumption  # where this run starts; the resume overrides below only read from it
+        self.dylora_state = resumption.state
         self.run_config = run_config
         self.metadata_fn = metadata_fn  # () -> dict for the checkpoint manifest
-        self.resume_plan: ResumePlan | None = None
-        self.position_fn = None  # () -> dict, the data position at save time (set by the run)
-        self.train_sampler = None  # when set (e.g. length grouping), the training order instead of HF's random one
+        self.position_fn = position_fn  # () -> dict, the data position at save time
+        self.train_sampler = train_sampler  # when set (e.g. length grouping), the training order instead of HF's
         # ours, not HF's `args.save_total_limit`: with a limit of 1 HF deletes the last checkpoint at the end of
         # training when it is not the best one, which would lose the point to resume from
-        self.save_total_limit: int | None = None
+        self.save_total_limit = save_total_limit
         self.last_saved_checkpoint: Path | None = None  # this run's newest save (the summary names it)
         self.train_stats = MoEStatsAccumulator()
         self.eval_stats = MoEStatsAccumulator()
@@ -206,11 +211,8 @@ class DyLoRATrainer(Trainer):
 
     # ------------------------------------------------------------------ checkpoints: load
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        target = self.accelerator.unwrap_model(model or self.model)
-        saved = json.loads((Path(resume_from_checkpoint) / "dylora_config.json").read_text()).get("num_experts")
-        if saved is not None and target.num_experts > saved:
-            return  # grown (--grow_experts) after the run loaded this checkpoint into the smaller pool
-        load_adapter(target, resume_from_checkpoint)
+        """Nothing to load: the resumption loaded the adapters once (and grew the pool) before this trainer was
+        built, so the optimizer covers the final parameters. HF's loader would look for full model weights."""
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         """HF's loader, unless the parameters changed since the save (grown pool): then re-map by name."""
@@ -238,9 +240,10 @@ class DyLoRATrainer(Trainer):
             max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial
         )
         self.control.should_training_stop = False  # a run that early-stopped continues when resumed
-        if resume_from_checkpoint is None or self.resume_plan is None:
+        plan = self.resumption.plan
+        if resume_from_checkpoint is None or plan is None:
             return 0, 0
-        return self.resume_plan.epochs_trained, self.resume_plan.batches_to_skip
+        return plan.epochs_trained, plan.batches_to_skip
 
     def _load_best_model(self):
         best = self.state.best_model_checkpoint
