@@ -9,7 +9,7 @@ import pytest
 from ckpt_helpers import make_checkpoint
 
 from dylora_moe.checkpoint.manifest import CheckpointError, verify_checkpoint
-from dylora_moe.checkpoint.resolve import resolve_resume_source
+from dylora_moe.checkpoint.resolve import fetch_checkpoint
 from dylora_moe.checkpoint.stores.fsspec_store import FsspecStore
 from dylora_moe.checkpoint.stores.uri import open_store
 
@@ -95,7 +95,7 @@ def test_publish_list_download_round_trip(remote_uri, tmp_path):
         ("v0", ["best", "step-10"]),
         ("v1", ["final", "latest", "step-20"]),
     ]
-    got = resolve_resume_source(f"{remote_uri}:best", log=lambda m: None)
+    got = fetch_checkpoint(f"{remote_uri}:best", log=lambda m: None)
     manifest = verify_checkpoint(got)
     assert manifest["metadata"]["global_step"] == 10
     assert (got / "adapter.safetensors").read_bytes() == (c10 / "adapter.safetensors").read_bytes()

@@ -9,7 +9,7 @@ import pytest
 from ckpt_helpers import make_checkpoint
 
 from dylora_moe.checkpoint.manifest import COMPLETE_MARKER, CheckpointError, is_complete, verify_checkpoint
-from dylora_moe.checkpoint.resolve import resolve_resume_source
+from dylora_moe.checkpoint.resolve import fetch_checkpoint
 from dylora_moe.checkpoint.stores.fsspec_store import FsspecStore
 from dylora_moe.checkpoint.stores.uri import open_store, split_ref
 from dylora_moe.errors import UserError
@@ -147,23 +147,23 @@ def test_uri_parsing(tmp_path):
         open_store("ftp://x/y")
 
 
-def test_resolve_resume_source_forms(tmp_path):
+def test_fetch_checkpoint_forms(tmp_path):
     out = tmp_path / "out"
     c10 = make_checkpoint(out, 10)
     c20 = make_checkpoint(out, 20)
     (c20 / COMPLETE_MARKER).unlink()
     logs: list[str] = []
-    assert resolve_resume_source(c10, log=logs.append) == c10
-    assert resolve_resume_source(out, log=logs.append) == c10
+    assert fetch_checkpoint(c10, log=logs.append) == c10
+    assert fetch_checkpoint(out, log=logs.append) == c10
     assert logs == ["skipping checkpoint-20: incomplete (no COMPLETE marker) — a save was interrupted"]
     store = FsspecStore(str(tmp_path / "store"))
     store.publish(c10, ["best"])
-    got = resolve_resume_source(f"{tmp_path}/store:best", log=logs.append)
+    got = fetch_checkpoint(f"{tmp_path}/store:best", log=logs.append)
     assert verify_checkpoint(got)["metadata"]["global_step"] == 10
     with pytest.raises(CheckpointError, match="is not a checkpoint, an output directory"):
-        resolve_resume_source(tmp_path / "nothing-here", log=logs.append)
+        fetch_checkpoint(tmp_path / "nothing-here", log=logs.append)
     with pytest.raises(CheckpointError, match="checkpoint-20 is incomplete"):
-        resolve_resume_source(c20, log=logs.append)
+        fetch_checkpoint(c20, log=logs.append)
 
 
 def test_concurrent_cache_downloads_fetch_once(tmp_path, monkeypatch):

@@ -12,7 +12,7 @@ from ckpt_helpers import make_checkpoint
 from fake_wandb import FakeWandbServer
 
 from dylora_moe.checkpoint.manifest import CheckpointError, verify_checkpoint
-from dylora_moe.checkpoint.resolve import resolve_resume_source
+from dylora_moe.checkpoint.resolve import fetch_checkpoint
 from dylora_moe.checkpoint.stores import wandb_store
 from dylora_moe.checkpoint.stores.uri import open_store
 from dylora_moe.checkpoint.stores.wandb_store import WandbStore, check_wandb_download_preconditions
@@ -88,9 +88,9 @@ def test_versioning_rules_and_verified_download(online, tmp_path):
         ("v0", ["best", "step-10"]),
         ("v1", ["final", "latest", "step-20"]),
     ]
-    got = resolve_resume_source("ent/proj/ckpt:best", log=lambda m: None)
+    got = fetch_checkpoint("ent/proj/ckpt:best", log=lambda m: None)
     assert verify_checkpoint(got)["metadata"]["global_step"] == 10
-    assert resolve_resume_source("wandb://ent/proj/ckpt:v0", log=lambda m: None) == got
+    assert fetch_checkpoint("wandb://ent/proj/ckpt:v0", log=lambda m: None) == got
     assert online.downloads == 1  # second resolve used the verified cache
     latest = store.download(None, tmp_path / "latest", log=lambda m: None)
     assert verify_checkpoint(latest)["metadata"]["global_step"] == 20
@@ -100,13 +100,13 @@ def test_not_found_errors_list_what_exists(online, tmp_path):
     store = WandbStore("ent", "proj", "ckpt")
     store.publish(make_checkpoint(tmp_path / "out", 10), ["best"])
     with pytest.raises(CheckpointError) as info:
-        resolve_resume_source("ent/proj/ckpt:v9", log=lambda m: None)
+        fetch_checkpoint("ent/proj/ckpt:v9", log=lambda m: None)
     assert str(info.value) == (
         "Failed to download W&B artifact ent/proj/ckpt:v9: version or alias 'v9' not found; "
         "existing versions: v0 (best, latest)"
     )
     with pytest.raises(CheckpointError) as info:
-        resolve_resume_source("ent/proj/other:latest", log=lambda m: None)
+        fetch_checkpoint("ent/proj/other:latest", log=lambda m: None)
     assert str(info.value) == (
         "Failed to download W&B artifact ent/proj/other:latest: artifact ent/proj/other not found "
         "(no versions of type dylora-moe-checkpoint); check entity, project and name"
@@ -177,5 +177,5 @@ def test_live_wandb_round_trip(tmp_path, monkeypatch):
     ckpt = make_checkpoint(tmp_path / "out", 10, payload=os.urandom(512))
     info = store.publish(ckpt, ["live-test"])
     assert info.version.startswith("v")
-    got = resolve_resume_source(f"{entity}/{project}/dylora-moe-live-test:{info.version}", log=lambda m: None)
+    got = fetch_checkpoint(f"{entity}/{project}/dylora-moe-live-test:{info.version}", log=lambda m: None)
     assert (got / "adapter.safetensors").read_bytes() == (ckpt / "adapter.safetensors").read_bytes()

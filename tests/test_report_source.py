@@ -83,11 +83,11 @@ def test_store_uri_without_the_resolver_says_so(monkeypatch):
     assert "\n" not in message
 
 
-def test_store_uri_goes_through_resolve_resume_source(monkeypatch, tmp_path):
+def test_store_uri_goes_through_fetch_checkpoint(monkeypatch, tmp_path):
     ckpt = _checkpoint(tmp_path, 70)
     calls = []
     fake = types.ModuleType("dylora_moe.checkpoint.resolve")
-    fake.resolve_resume_source = lambda uri: (calls.append(uri), os.fspath(ckpt))[1]
+    fake.fetch_checkpoint = lambda uri: (calls.append(uri), os.fspath(ckpt))[1]
     monkeypatch.setitem(sys.modules, "dylora_moe.checkpoint.resolve", fake)
     state, local = locate_state("wandb://team/proj/ckpt:v2")
     assert calls == ["wandb://team/proj/ckpt:v2"]
@@ -101,7 +101,7 @@ def test_local_store_dir_and_bare_wandb_path_go_through_the_resolver(monkeypatch
     (store / "index.json").write_text("{}")
     calls = []
     fake = types.ModuleType("dylora_moe.checkpoint.resolve")
-    fake.resolve_resume_source = lambda uri: (calls.append(uri), ckpt)[1]
+    fake.fetch_checkpoint = lambda uri: (calls.append(uri), ckpt)[1]
     monkeypatch.setitem(sys.modules, "dylora_moe.checkpoint.resolve", fake)
     assert locate_state(store)[0] == ckpt / "trainer_state.json"
     assert locate_state("team/proj/run-ckpt:best")[0] == ckpt / "trainer_state.json"
@@ -126,7 +126,7 @@ def test_store_failure_that_is_not_a_user_error_becomes_one_line(monkeypatch):
         raise OSError("Cannot connect to host example.invalid:443\nsecond line")
 
     fake = types.ModuleType("dylora_moe.checkpoint.resolve")
-    fake.resolve_resume_source = unreachable
+    fake.fetch_checkpoint = unreachable
     monkeypatch.setitem(sys.modules, "dylora_moe.checkpoint.resolve", fake)
     with pytest.raises(UserError) as info:
         locate_state("s3://bucket/run")

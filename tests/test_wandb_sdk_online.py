@@ -10,7 +10,7 @@ from wandb_server import TEST_API_KEY
 from wandb_server.fixtures import wandb_server  # noqa: F401 - fixture
 
 from dylora_moe.checkpoint.manifest import CheckpointError, verify_checkpoint
-from dylora_moe.checkpoint.resolve import resolve_resume_source
+from dylora_moe.checkpoint.resolve import fetch_checkpoint
 from dylora_moe.checkpoint.stores.wandb_store import WandbStore, check_wandb_download_preconditions
 from dylora_moe.checkpoint.upload_setup import build_upload_callback
 from dylora_moe.cli import main
@@ -39,7 +39,7 @@ def test_versioning_rules_download_and_no_sdk_cache_copies(wandb_server, tmp_pat
         ("v0", ["best", "step-10"]), ("v1", ["final", "latest", "step-20"]),
     ]
     listed = wandb_server.operations.count("ProjectArtifacts")
-    got = resolve_resume_source("ent/proj/ckpt:best", log=quiet)
+    got = fetch_checkpoint("ent/proj/ckpt:best", log=quiet)
     assert wandb_server.operations.count("ProjectArtifacts") == listed + 1  # one resolve lists the versions once
     assert verify_checkpoint(got)["metadata"]["global_step"] == 10
     assert (got / "adapter.safetensors").read_bytes() == (c10 / "adapter.safetensors").read_bytes()
@@ -110,7 +110,7 @@ def test_login_through_netrc_with_host_and_port(wandb_server, tmp_path, monkeypa
     (tmp_path / "netrc").write_text(f"machine {host}\n  login user\n  password {TEST_API_KEY}\n")
     monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
     assert check_wandb_download_preconditions("ent/proj/ckpt:latest")[:3] == ("ent", "proj", "ckpt")
-    got = resolve_resume_source("ent/proj/ckpt:latest", log=quiet)
+    got = fetch_checkpoint("ent/proj/ckpt:latest", log=quiet)
     assert verify_checkpoint(got)["metadata"]["global_step"] == 10
     (tmp_path / "netrc").write_text(f"machine api.wandb.ai\n  login user\n  password {TEST_API_KEY}\n")
     with pytest.raises(Exception, match=r"WANDB_API_KEY is not set and `wandb login` has no key for http://127"):
@@ -151,7 +151,7 @@ def test_resume_records_lineage_on_the_active_run(wandb_server, tmp_path):
     store.close()
     run = wandb.init(entity="ent", project="proj", name="resumed")
     try:
-        resolve_resume_source("wandb://ent/proj/ckpt:latest", log=quiet)
+        fetch_checkpoint("wandb://ent/proj/ckpt:latest", log=quiet)
     finally:
         run.finish()
     artifact = wandb_server.state.collections[("ent", "proj", "ckpt")].versions[0]

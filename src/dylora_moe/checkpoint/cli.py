@@ -121,9 +121,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
         manifest = verify_checkpoint(args.uri)
         print(f"OK {args.uri}: {len(manifest['files'])} files match the manifest and parse")
         return 0
-    from dylora_moe.checkpoint.resolve import resolve_resume_source
+    from dylora_moe.checkpoint.resolve import fetch_checkpoint
 
-    path = resolve_resume_source(args.uri, log=log_stderr)
+    path = fetch_checkpoint(args.uri, log=log_stderr)
     manifest = verify_checkpoint(path)
     print(f"OK {args.uri}: {len(manifest['files'])} files match the manifest and parse ({path})")
     return 0

@@ -1,8 +1,8 @@
 """Any path or store URI → one local, verified checkpoint directory.
 
-Why one function: `--resume_from_checkpoint` and `--wandb_checkpoint_artifact` (or
-WANDB_CHECKPOINT_ARTIFACT) accept the same URIs, and the trainer must never resume from a checkpoint
-that was not verified against its manifest. *Which* checkpoint a run continues from is decided in
+Why one function: `--resume_from_checkpoint`, `--wandb_checkpoint_artifact` (or WANDB_CHECKPOINT_ARTIFACT),
+`eval --model`, `generate --model` and `report` accept the same URIs, and nothing may load a checkpoint that
+was not verified against its manifest. *Which* checkpoint a run continues from is decided in
 `training/resume.py`; this module only fetches and verifies.
 """
 
@@ -23,7 +23,7 @@ from dylora_moe.checkpoint.stores.uri import is_wandb_uri, open_store, split_ref
 from dylora_moe.errors import UserError
 
 
-def resolve_resume_source(
+def fetch_checkpoint(
     uri_or_path: str | Path,
     log: Callable[[str], object] = print,
     dest: str | Path | None = None,

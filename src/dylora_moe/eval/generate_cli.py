@@ -83,9 +83,9 @@ def _run(args: argparse.Namespace) -> int:
     if not args.base_model:
         directory = Path(source)
         if not is_adapter_dir(directory):
-            from dylora_moe.checkpoint.resolve import resolve_resume_source
+            from dylora_moe.checkpoint.resolve import fetch_checkpoint
 
-            directory = resolve_resume_source(source, log=log_stderr)
+            directory = fetch_checkpoint(source, log=log_stderr)
         source, chat = str(directory), _checkpoint_uses_chat_template(directory)
     model, tokenizer = load_model_for_inference(source, base_only=args.base_model, device=args.device,
                                                 dtype=args.dtype, log=log_stderr,

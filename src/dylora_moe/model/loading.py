@@ -108,9 +108,9 @@ def load_model_for_inference(source: str, base_only: bool = False, device: str |
     else:
         directory = Path(source)
         if not is_adapter_dir(directory):
-            from dylora_moe.checkpoint.resolve import resolve_resume_source
+            from dylora_moe.checkpoint.resolve import fetch_checkpoint
 
-            directory = resolve_resume_source(source, log=log)
+            directory = fetch_checkpoint(source, log=log)
         config = DyLoRAConfig.load(directory)
         model, tokenizer = build_model(config.base_model, config, dtype=dtype, log=log, quantization=quantization,
                                        attn_implementation=attn_implementation)

@@ -30,14 +30,14 @@ def looks_like_uri(source: str) -> bool:
 def resolve_uri(uri: str) -> Path:
     """Download/locate a store URI through the checkpoint package; imported lazily (optional deps)."""
     try:
-        from dylora_moe.checkpoint.resolve import resolve_resume_source
+        from dylora_moe.checkpoint.resolve import fetch_checkpoint
     except ImportError as exc:
         raise UserError(
             f"cannot open store URI {uri}: dylora_moe.checkpoint.resolve is not available ({exc}); "
             "download the checkpoint and pass its local directory instead"
         ) from exc
     try:
-        return Path(resolve_resume_source(uri))
+        return Path(fetch_checkpoint(uri))
     except UserError:
         raise
     except Exception as exc:  # network/credential failures of the store libraries: still one line

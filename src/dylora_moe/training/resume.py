@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dylora_moe.checkpoint.manifest import find_latest_checkpoint
-from dylora_moe.checkpoint.resolve import newest_in_store, resolve_resume_source
+from dylora_moe.checkpoint.resolve import fetch_checkpoint, newest_in_store
 from dylora_moe.errors import UserError
 from dylora_moe.model.adapter_io import check_compatible, load_adapter
 from dylora_moe.model.config import DyLoRAConfig
@@ -160,7 +160,7 @@ def choose_source(cfg: TrainConfig, log: Log = log_main) -> tuple[Path | None, s
         return found, str(found)
     if source == "auto":
         return _auto(cfg, artifact, log)
-    return resolve_resume_source(source, log=log), source
+    return fetch_checkpoint(source, log=log), source
 
 
 def _auto(cfg: TrainConfig, artifact: str | None, log: Log) -> tuple[Path | None, str | None]:
@@ -177,7 +177,7 @@ def _auto(cfg: TrainConfig, artifact: str | None, log: Log) -> tuple[Path | None
         return local, str(local)
     if artifact:
         log(f"[resume] auto: no checkpoint of this run yet; starting from {artifact}")
-        return resolve_resume_source(artifact, log=log), artifact
+        return fetch_checkpoint(artifact, log=log), artifact
     log(f"[resume] auto: no checkpoint found in {cfg.output_dir}"
         + (f" or {cfg.checkpoint_store}" if cfg.checkpoint_store else "") + "; starting fresh")
     return None, None
