@@ -8,7 +8,8 @@ import torch
 from transformers import TrainingArguments
 
 from dylora_moe.model.loss import combine_loss
-from dylora_moe.training.state import DyLoRATrainingState
+from dylora_moe.training.config import TrainConfig
+from dylora_moe.training.resume import Resumption, command_model_config
 from dylora_moe.training.trainer import DyLoRATrainer
 from micro import batch, micro_moe
 
@@ -16,8 +17,8 @@ from micro import batch, micro_moe
 def _trainer(model, tmp_path) -> DyLoRATrainer:
     args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=2, gradient_accumulation_steps=1,
                              report_to=[], use_cpu=True)
-    trainer = DyLoRATrainer(model=model, args=args, dylora_state=DyLoRATrainingState(), run_config={},
-                            metadata_fn=dict)
+    fresh = Resumption(TrainConfig(), command_model_config(TrainConfig()))  # a fresh run: nothing to resume
+    trainer = DyLoRATrainer(model=model, args=args, resumption=fresh, run_config={}, metadata_fn=dict)
     trainer.current_gradient_accumulation_steps = 1  # what HF's loop sets for each step
     return trainer
 
