@@ -105,3 +105,52 @@ def test_training_forward_does_not_keep_a_cache():
     model = _model("token", sparse=False).train()
     model(**batch()).loss.backward()
     assert all(layer._concat is None for _, layer in model.adapted_layers())
+
+
+@pytest.mark.parametrize("router_input", ["token", "context", "sequence"])
+def test_batch_one_sparse_decoding_computes_the_chosen_expert_only(router_input, reference_path, monkeypatch):
+    """Greedy decoding at batch 1 with sparse top-1 routing takes the single-expert path for every new token
+    (the prompt's forward, several tokens, does not) and gives the reference path's tokens and scores."""
+    model = _model(router_input, sparse=True)
+    picks: list[int | None] = []
+    single_expert = Router.single_expert
+
+    def spy(self, x):
+        picks.append(single_expert(self, x))
+        return picks[-1]
+
+    monkeypatch.setattr(Router, "single_expert", spy)
+    ids = torch.tensor([[5, 9, 17, 33, 2, 7]])
+
+    def generate():
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False,
+                             use_cache=True, pad_token_id=0, eos_token_id=None, output_scores=True,
+                             return_dict_in_generate=True)
+        return out.sequences, torch.stack(out.scores)
+
+    fast_tokens, fast_scores = generate()
+    chosen = [p for p in picks if p is not None]
+    assert len(chosen) > 0 and None in picks  # decoding steps took the path, the prompt's forward did not
+    assert all(0 <= p < model.num_experts for p in chosen)
+    picks.clear()
+    slow_tokens, slow_scores = reference_path(generate)
+    assert all(p is None for p in picks)  # with autograd (the reference) the path is never taken
+    assert torch.equal(fast_tokens, slow_tokens)
+    assert (fast_scores - slow_scores).abs().max().item() <= 1e-5
+
+
+def test_single_expert_path_is_only_for_sparse_top1_without_statistics():
+    x = torch.randn(1, 1, 16)
+    with torch.no_grad():
+        assert Router(16, 4, top_k=1).single_expert(x) is None  # outside a model: dense routing
+        model = _model("token", sparse=True)
+        router = next(iter(model.routers.values()))
+        router.active_pass = type(router.routing_pass)(sparse=True)
+        assert router.single_expert(torch.randn(1, 1, router.weight.shape[1])) is not None
+        assert router.single_expert(torch.randn(2, 1, router.weight.shape[1])) is None  # two tokens
+        router.active_pass = type(router.routing_pass)(sparse=True, collect_stats=True)
+        assert router.single_expert(torch.randn(1, 1, router.weight.shape[1])) is None
+        router.top_k, router.active_pass = 2, type(router.routing_pass)(sparse=True)
+        assert router.single_expert(torch.randn(1, 1, router.weight.shape[1])) is None
+    router.top_k = 1
+    assert router.single_expert(torch.randn(1, 1, router.weight.shape[1])) is None  # autograd on

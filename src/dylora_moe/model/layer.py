@@ -83,6 +83,11 @@ class MoELoRALinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base(x)
+        expert = None if self.training else self.router.single_expert(x)
+        if expert is not None:  # one token, one expert: that expert's LoRA alone (the others' weights are 0)
+            a, b = self.lora_A[expert], self.lora_B[expert]
+            delta = F.linear(F.linear(_as(x, a.dtype), a), b) * self.scaling
+            return out + _as(delta, out.dtype)
         weights = self.router(x)  # (..., E)
         a, b = self.concatenated_experts()  # (E*r, in), (out, E*r)
         if self.training:
@@ -94,3 +99,8 @@ class MoELoRALinear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, experts={self.num_experts}, r={self.r}"
+
+
+def _as(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """`tensor` in `dtype`, without dispatching a no-op `.to` (per-token overhead counts when decoding)."""
+    return tensor if tensor.dtype == dtype else tensor.to(dtype)

@@ -74,7 +74,7 @@ class Router(nn.Module):
         self.active_pass: RoutingPass | None = None  # set by the owning model at the start of each base forward
         self.num_consumers = 0  # projections that read this router (set when they are built)
         self._cached_input: torch.Tensor | None = None
-        self._cached_weights: torch.Tensor | None = None
+        self._cached_weights = None  # routing weights, or single_expert's index
         self._cache_hits = 0
         self._context_state: tuple[torch.Tensor, torch.Tensor] | None = None  # running (sum, count) per sequence
 
@@ -112,7 +112,24 @@ class Router(nn.Module):
             weights = weights.detach()
         return self._remember(x, weights)
 
-    def _from_cache(self, x: torch.Tensor) -> torch.Tensor | None:
+    def single_expert(self, x: torch.Tensor) -> int | None:
+        """The one expert sparse top-1 routing picks for `x` when `x` is a single token on the CPU and no
+        statistics or gradients are wanted (greedy decoding at batch 1), so the projection computes only that
+        expert's LoRA instead of all E and a one-hot mix; None in every other case. Its choice is the argmax of
+        the same logits `forward` would compute. CPU only: reading the index is a device sync on a GPU."""
+        p = self.routing_pass
+        if not (p.sparse and self.top_k == 1 and x.device.type == "cpu" and x.shape[:-1].numel() == 1) \
+                or torch.is_grad_enabled() or p.collect_stats or p.capture is not None:
+            return None
+        cached = self._from_cache(x)
+        if cached is not None:
+            return cached
+        gate_input = self._gate_input(x, p)
+        if gate_input.dtype != self.weight.dtype:
+            gate_input = gate_input.to(self.weight.dtype)
+        return self._remember(x, int(torch.mv(self.weight, gate_input.reshape(-1)).argmax()))  # the temperature does not move an argmax
+
+    def _from_cache(self, x: torch.Tensor):
         """The decision already made for this very tensor by a sibling projection, if any."""
         if self._cached_input is not x or self._cached_weights is None:
             return None
@@ -122,7 +139,7 @@ class Router(nn.Module):
             self.clear_cache()
         return weights
 
-    def _remember(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def _remember(self, x: torch.Tensor, weights):
         """Keep this decision for the sibling projections that read the same input."""
         if self.num_consumers > 1:
             self._cached_input, self._cached_weights, self._cache_hits = x, weights, 1
