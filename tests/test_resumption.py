@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import dylora_moe.training.resume as resume
-from dylora_moe.checkpoint.manifest import publish_atomically, write_manifest
+from dylora_moe.checkpoint.manifest import RUN_CONFIG_NAME, publish_atomically, write_manifest
 from dylora_moe.errors import UserError
 from dylora_moe.training.config import TrainConfig
 from dylora_moe.training.progress import DataPositionTracker
@@ -21,7 +21,8 @@ from dylora_moe.training.trainer import DyLoRATrainer
 SAVED_TARGETS = ["q_proj", "v_proj"]
 
 
-def _checkpoint(output_dir: Path, step: int, cfg: TrainConfig, *, full: bool = True, position: dict | None = None):
+def _checkpoint(output_dir: Path, step: int, cfg: TrainConfig, *, full: bool = True, position: dict | None = None,
+                run_config: dict | None = None):
     """A checkpoint with a 3-expert config on `SAVED_TARGETS` with context routing, and the full-resume files."""
     tmp = output_dir / f".tmp-checkpoint-{step}-0"
     tmp.mkdir(parents=True)
@@ -35,6 +36,8 @@ def _checkpoint(output_dir: Path, step: int, cfg: TrainConfig, *, full: bool = T
         state = DyLoRATrainingState(data_position=position or {})
         state.early_stopping.counter = 2
         state.save(tmp)
+    if run_config is not None:
+        (tmp / RUN_CONFIG_NAME).write_text(json.dumps(run_config))
     write_manifest(tmp, {"global_step": step})
     return publish_atomically(tmp, output_dir / f"checkpoint-{step}")
 
@@ -160,3 +163,35 @@ def test_the_plan_hands_tracker_and_data_skip_the_same_position(tmp_path):
     tracker = DataPositionTracker(layout, r.plan)
     tracker.global_step = 18
     assert tracker.position() == position
+
+
+@pytest.mark.parametrize("saved,flag,packing,expected", [
+    (None, None, False, True),  # a new run groups by length: the fastest order here
+    (None, None, True, False),  # ... unless packing already removes the padding
+    (None, False, False, False),  # --no_group_by_length
+    ({"group_by_length": False}, None, False, False),  # resumed: the order the checkpoint was trained in
+    ({}, None, False, False),  # a checkpoint from before grouping existed was trained in random order
+    ({"group_by_length": True}, None, False, True),
+    ({"group_by_length": False}, True, False, True),  # an explicit flag wins (the log says: not exact)
+])
+def test_length_grouping_default_keeps_a_resume_exact(tmp_path, saved, flag, packing, expected):
+    cfg = _cfg(tmp_path, group_by_length=flag, packing=packing,
+               resume_from_checkpoint="latest" if saved is not None else None)
+    if saved is not None:
+        _checkpoint(Path(cfg.output_dir), 4, cfg, run_config=saved)
+    lines = []
+    assert Resumption.prepare(cfg, log=lambda m: None).groups_by_length(log=lines.append) is expected
+    if flag is None and not packing:
+        assert len(lines) == 1 and lines[0].startswith("[data] ")  # the decision is said once
+
+
+def test_group_by_length_flags_are_true_false_and_unset():
+    import argparse
+
+    from dylora_moe.training.cli import add_train_flags, config_from_namespace
+
+    parser = argparse.ArgumentParser()
+    add_train_flags(parser)
+    values = [config_from_namespace(parser.parse_args(argv)).group_by_length
+              for argv in ([], ["--group_by_length"], ["--no_group_by_length"], ["--no-group-by-length"])]
+    assert values == [None, True, False, False]

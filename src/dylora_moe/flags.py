@@ -7,7 +7,8 @@ from `field(metadata={...})`, as `TrainingArguments` does it. Metadata keys:
     choices  the values argparse accepts
     const    the flag may be given without a value, meaning `const`
 A bool field is a switch that flips its default: `--bf16` sets False -> True; a True default gets a flag that
-sets it False (name it with `flag`, e.g. `--train_all_experts` for `freeze_experts`).
+sets it False (name it with `flag`, e.g. `--train_all_experts` for `freeze_experts`). A `bool | None` field
+(None: decided at run time) gets `--field` for True and `--no_field` for False.
 """
 
 from __future__ import annotations
@@ -50,6 +51,13 @@ def add_dataclass_flags(parser, cls, skip: typing.Iterable[str] = ()) -> None:
         default = getattr(defaults, f.name)
         help_text = f.metadata.get("help", "").replace("%", "%%")
         options: dict = {"dest": f.name, "default": default, "help": f"{help_text} (default: %(default)s)".lstrip()}
+        if hints[f.name] == bool | None:  # undecided unless given: one flag for each answer
+            parser.add_argument(*names, dest=f.name, action="store_const", const=True, default=default,
+                                help=f"{help_text} (default: %(default)s, i.e. unset)".lstrip())
+            parser.add_argument(f"--no_{name}", f"--no-{name.replace('_', '-')}", dest=f.name,
+                                action="store_const", const=False, default=argparse.SUPPRESS,
+                                help=f"the opposite of --{name}")
+            continue
         if hints[f.name] is bool and default:  # the flag turns it off; unset, the field keeps its default
             options.update(action="store_false", default=argparse.SUPPRESS,
                            help=f"{help_text} (default: False)".lstrip())

@@ -77,8 +77,10 @@ class TrainConfig:
     bnb_4bit_compute_dtype: str | None = field(default=None, metadata={"help": (
         "dtype the 4-bit layers compute in, and of the base's unquantized weights: float32, bfloat16 or float16 "
         "(default: bfloat16 with --bf16, float16 with --fp16, else float32)")})
-    group_by_length: bool = field(default=False, metadata={"help": (
-        "batch examples of similar lengths (seeded order per epoch; less padding, exact resume)")})
+    group_by_length: bool | None = field(default=None, metadata={"help": (
+        "batch examples of similar lengths (seeded order per epoch; less padding, exact resume); --no_group_by_length "
+        "for random order. Unset: on for a new run without --packing, and as the checkpoint was trained when "
+        "resuming, so a resume stays exact")})
     packing: bool = field(default=False, metadata={"help": (
         "padding-free batches: each micro-batch's examples flattened into one row (positions restart, no attention "
         "or routing context across examples); no compute on pad tokens")})

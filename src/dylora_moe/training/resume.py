@@ -18,7 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dylora_moe.checkpoint.manifest import find_latest_checkpoint
+import json
+
+from dylora_moe.checkpoint.manifest import RUN_CONFIG_NAME, find_latest_checkpoint
 from dylora_moe.checkpoint.resolve import fetch_checkpoint, newest_in_store
 from dylora_moe.errors import UserError
 from dylora_moe.model.adapter_io import check_compatible, load_adapter
@@ -72,6 +74,25 @@ class Resumption:
     def checkpoint(self) -> str | None:
         """What `Trainer.train(resume_from_checkpoint=...)` gets: the directory on a full resume, else None."""
         return str(self.path) if self.full else None
+
+    def groups_by_length(self, log: Log = log_main) -> bool:
+        """Whether the training order groups examples by length: `--group_by_length` / `--no_group_by_length`
+        when given; else, on a full resume, the order the checkpoint was trained in (a checkpoint from before
+        grouping existed: random), so the continuation stays exact; else on (the fastest order here, see
+        docs/training.md) unless --packing already removes the padding."""
+        if self.cfg.group_by_length is not None:
+            return self.cfg.group_by_length
+        if self.full:
+            saved = self.path / RUN_CONFIG_NAME
+            grouped = saved.is_file() and bool(json.loads(saved.read_text()).get("group_by_length"))
+            log(f"[data] {'batches grouped by length' if grouped else 'random order'}, as the checkpoint was "
+                f"trained ({'--no_group_by_length' if grouped else '--group_by_length'} changes it; the "
+                "continuation is then no longer exact)")
+            return grouped
+        if self.cfg.packing:
+            return False  # packed rows hold no padding to save
+        log("[data] batches grouped by length (the default for a new run; --no_group_by_length for random order)")
+        return True
 
     def load_adapters(self, model, log: Log = log_main) -> None:
         """Load the saved experts into `model` (the one load of a resume), then grow the pool for --grow_experts.

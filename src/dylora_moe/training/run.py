@@ -89,12 +89,13 @@ def _train(cfg: TrainConfig, log, extra_callbacks: list | None) -> TrainResult:
         raise UserError("--packing puts several examples in one row, but this mode adds per-sequence inputs "
                         "(skill-supervised routing); drop --packing or use --group_by_length")
 
+    grouped = resumption.groups_by_length(log=log)
     trainer = DyLoRATrainer(
         model=model, args=args, train_dataset=data.train, eval_dataset=data.eval if len(data.eval) else None,
         data_collator=_train_collator(cfg, tokenizer), processing_class=tokenizer, callbacks=callbacks,
-        resumption=resumption, run_config=cfg.to_dict(), position_fn=tracker.position,
-        metadata_fn=lambda: _checkpoint_metadata(trainer, cfg, model, tracking, data, layout),
-        train_sampler=_train_sampler(cfg, data), save_total_limit=cfg.save_total_limit, log=log,
+        resumption=resumption, run_config={**cfg.to_dict(), "group_by_length": grouped},  # the order decided
+        position_fn=tracker.position, metadata_fn=lambda: _checkpoint_metadata(trainer, cfg, model, tracking, data, layout),
+        train_sampler=_train_sampler(cfg, data) if grouped else None, save_total_limit=cfg.save_total_limit, log=log,
     )
     check_supported_parallelism(trainer)  # FSDP/DeepSpeed would shard what the checkpoint writer expects whole
     log(f"[train] {model.num_experts} experts x r={resumption.model_config.lora_r} on "
@@ -204,10 +205,8 @@ def _train_collator(cfg: TrainConfig, tokenizer):
     return PackingCollator() if cfg.packing else CausalLMCollator(tokenizer.pad_token_id)
 
 
-def _train_sampler(cfg: TrainConfig, data):
-    """--group_by_length: our seeded length grouping; None leaves HF's random order."""
-    if not cfg.group_by_length:
-        return None
+def _train_sampler(cfg: TrainConfig, data) -> SeededLengthGroupedSampler:
+    """Our seeded length grouping (instead of HF's random order), resumable mid-epoch."""
     return SeededLengthGroupedSampler([len(ids) for ids in data.train["input_ids"]], cfg.train_batch_size, cfg.seed)
 
 
