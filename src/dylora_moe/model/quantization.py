@@ -228,6 +228,28 @@ def describe(model: nn.Module) -> dict | None:
     return None
 
 
+def quantization_change_line(saved: dict | str | None, current: dict | str | None) -> str | None:
+    """The one line a resume logs when the checkpoint's base was quantized otherwise than this run's (the
+    manifest's `base_quantization` against `describe` of the current base; a method name also works), None when
+    they agree. Resuming across quantization is allowed (same weights, within the fingerprint's tolerance), but
+    the base computes differently, so the losses will not continue exactly where they left off."""
+    before, now = quantization_label(saved), quantization_label(current)
+    if before == now:
+        return None
+    return (f"note: the checkpoint was trained on the base in {before} and resumes on it in {now}; allowed, "
+            "but the losses will not continue exactly as the interrupted run's would have")
+
+
+def quantization_label(value: dict | str | None) -> str:
+    """'full precision', or the method and quant type, e.g. 'bnb-4bit nf4' (compute dtype aside: like --bf16,
+    it is a run setting, not how the base is stored)."""
+    if not value:
+        return "full precision"
+    if isinstance(value, str):
+        return value
+    return " ".join(str(value[key]) for key in ("method", "quant_type") if value.get(key))
+
+
 def prepare_for_kbit_training(model: nn.Module) -> None:
     """The k-bit preparation a frozen quantized base needs (PEFT's `prepare_model_for_kbit_training` casts every
     16-bit weight to fp32; ours is narrower): norm weights stored in fp16 go to fp32 (fp16's range is what
