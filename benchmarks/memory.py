@@ -162,6 +162,29 @@ class SavedActivations:
         return round(sum(self.sizes.values()) / 2**20, 1)
 
 
+class TensorPeak:
+    """The most tensor bytes allocated at once above the start of a step, from the profiler's allocation events:
+    on CPU what `torch.cuda.max_memory_allocated` counts on a GPU (the step's tensors, not the C heap around
+    them). Plus the loaded model's tensors, it is the step's tensor peak. (On a GPU: unused, the allocator counts.)"""
+
+    def __enter__(self):
+        from torch.profiler import ProfilerActivity, profile
+
+        self.profiler = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+        self.profiler.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.profiler.__exit__(*exc)
+        events = sorted((e for e in self.profiler.profiler.kineto_results.events() if e.name() == "[memory]"),
+                        key=lambda e: e.start_ns())
+        live = peak = 0
+        for event in events:
+            live += event.nbytes()
+            peak = max(peak, live)
+        self.peak_mib = peak / 2**20
+
+
 def child(args) -> dict:
     """One variant at one sequence length: load, one measured step, one timed step; a JSON line on stdout."""
     import torch
@@ -207,14 +230,18 @@ def child(args) -> dict:
 
     loaded, _ = current_and_peak(args.device)
     reset_peak(args.device)
-    first_s = step(count_saved=True)
+    with TensorPeak() as tensor_peak:
+        first_s = step(count_saved=True)
     _, step_peak = current_and_peak(args.device)
+    model_mib = sum(model_tensors_mib(model).values())
+    tensor_peak_mib = step_peak if args.device == "cuda" else model_mib + tensor_peak.peak_mib
     second_s = step()
     whole = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"variant": args.child, "seq": seq, "checkpointing": args.gradient_checkpointing,
             "baseline_mib": round(baseline, 1), "after_load_mib": round(loaded, 1),
             "step_peak_mib": round(step_peak, 1), "process_peak_mib": round(whole, 1),
             "tensors_mib": model_tensors_mib(model), "saved_activations_mib": saved.mib(),
+            "tensor_peak_mib": round(tensor_peak_mib, 1),
             "load_s": round(load_s, 1), "first_step_s": round(first_s, 2), "step_s": round(second_s, 2),
             "trainable": model.trainable_parameter_count()}
 
@@ -240,7 +267,8 @@ def print_variant(result: dict, unit: str) -> None:
     print(f"  {result['variant']:>5}: baseline {result['baseline_mib']:6.0f}, after load {result['after_load_mib']:6.0f} "
           f"(+{above(result, 'after_load_mib'):.0f}), step peak {result['step_peak_mib']:6.0f} "
           f"(+{above(result, 'step_peak_mib'):.0f}) MiB {unit}; whole process {result['process_peak_mib']:.0f} MiB RSS; "
-          f"tensors: {tensors} MiB; saved activations {result['saved_activations_mib']:.0f} MiB; load "
+          f"tensors: {tensors} MiB; saved activations {result['saved_activations_mib']:.0f} MiB; tensor peak "
+          f"{result['tensor_peak_mib']:.0f} MiB; load "
           f"{result['load_s']} s, step {result['first_step_s']} s then {result['step_s']} s")
 
 
@@ -265,12 +293,13 @@ def main() -> None:
                     print_variant(result, unit)
                 rows.append((seq, checkpointing, bf16, nf4))
     print(f"\n4-bit / bf16, batch {args.batch}:")
-    print("| seq | checkpointing | step peak raw | step peak above baseline | model after load above baseline "
-          "| step time |")
-    print("|---|---|---|---|---|---|")
+    print("| seq | checkpointing | step peak raw | step peak above baseline | tensor peak | model after load above "
+          "baseline | step time |")
+    print("|---|---|---|---|---|---|---|")
     for seq, checkpointing, bf16, nf4 in rows:
         print(f"| {seq} | {'on' if checkpointing else 'off'} | {nf4['step_peak_mib'] / bf16['step_peak_mib']:.3f} | "
               f"{above(nf4, 'step_peak_mib') / above(bf16, 'step_peak_mib'):.3f} | "
+              f"{nf4['tensor_peak_mib'] / bf16['tensor_peak_mib']:.3f} | "
               f"{above(nf4, 'after_load_mib') / above(bf16, 'after_load_mib'):.3f} | "
               f"{nf4['step_s'] / bf16['step_s']:.2f} |")
     seq, checkpointing, bf16, nf4 = next((r for r in rows if r[0] == args.seq[0] and r[1]), rows[0])
