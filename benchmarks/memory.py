@@ -6,7 +6,7 @@ loader (`build_model`, with `--load_in_4bit`'s quantization for the 4-bit one), 
 own. Both variants run the same step (same batch and sequence length, E=4 r=16 on q_proj/v_proj, fp32 experts,
 no autocast), with activation checkpointing off and on (QLoRA is run with it: PEFT's k-bit preparation turns it
 on). In each child: load, reset the peak counter, run one step (forward, backward, AdamW on the experts and
-gates), read the peak; a second step gives the step time.
+gates), read the peak; a second step gives the step time, and a third, under the profiler, the tensor counts.
 
 Peak memory is, on CPU, the process's resident set high-water mark (VmHWM, reset before the step through
 /proc/self/clear_refs; the whole-process peak, loading included, is printed too) and, on a GPU,
@@ -18,8 +18,10 @@ step peak with activation checkpointing, at the first --seq (the last line).
 
 Each child also counts tensors, to say where the peak goes: the loaded model's tensor bytes by kind (4-bit
 packed layers with their quantization state, the unquantized base weights, experts and gates) and the
-activations autograd saves for backward in the measured step (parameters left out; under checkpointing, what
-stays saved between the layers' recomputations).
+activations autograd saves for backward (parameters left out; under checkpointing, what stays saved between
+the layers' recomputations), and the step's tensor peak: the tensors held between steps (model, grads, AdamW
+state) plus the most the step allocates on top, from the profiler's allocation events. That is what
+`max_memory_allocated` counts on a GPU; the RSS peak adds to it what the C heap keeps resident around them.
 
     python benchmarks/memory.py [--device cuda] [--layers 16] [--seq 256 128 512] [--batch 1] [--checkpointing both]
 """
@@ -27,6 +29,7 @@ stays saved between the layers' recomputations).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -162,10 +165,23 @@ class SavedActivations:
         return round(sum(self.sizes.values()) / 2**20, 1)
 
 
+def trainer_state_mib(model, optimizer) -> float:
+    """The experts' gradients and AdamW state, held between steps."""
+    tensors = [p.grad for p in model.parameters() if p.grad is not None]
+    tensors += [t for state in optimizer.state.values() for t in state.values() if torch_tensor(t)]
+    return sum(t.untyped_storage().nbytes() for t in tensors) / 2**20
+
+
+def torch_tensor(value) -> bool:
+    import torch
+
+    return isinstance(value, torch.Tensor) and value.dim() > 0  # AdamW's step counter is a 0-d tensor
+
+
 class TensorPeak:
     """The most tensor bytes allocated at once above the start of a step, from the profiler's allocation events:
     on CPU what `torch.cuda.max_memory_allocated` counts on a GPU (the step's tensors, not the C heap around
-    them). Plus the loaded model's tensors, it is the step's tensor peak. (On a GPU: unused, the allocator counts.)"""
+    them). Plus the tensors held between steps, it is the step's tensor peak. (On a GPU the allocator counts.)"""
 
     def __enter__(self):
         from torch.profiler import ProfilerActivity, profile
@@ -214,29 +230,30 @@ def child(args) -> dict:
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     seq = args.seq[0]
     tokens = torch.randint(3, args.vocab, (args.batch, seq), generator=torch.Generator().manual_seed(0)).to(device)
-    saved = SavedActivations(model)
 
-    def step(count_saved: bool = False) -> float:
+    def step(count_saved: SavedActivations | None = None) -> float:
         begin = time.perf_counter()
-        hooks = torch.autograd.graph.saved_tensors_hooks(saved.pack if count_saved else (lambda t: t), lambda t: t)
-        with hooks:
+        counting = torch.autograd.graph.saved_tensors_hooks(count_saved.pack, lambda t: t) if count_saved else None
+        with counting or contextlib.nullcontext():
             loss = model(input_ids=tokens, labels=tokens).loss
         loss.backward()
         optimizer.step()
-        optimizer.zero_grad(set_to_none=False)  # the second step keeps the grads' memory, as training does
+        optimizer.zero_grad(set_to_none=False)  # the later steps keep the grads' memory, as training does
         if args.device == "cuda":
             torch.cuda.synchronize()
         return time.perf_counter() - begin
 
     loaded, _ = current_and_peak(args.device)
     reset_peak(args.device)
-    with TensorPeak() as tensor_peak:
-        first_s = step(count_saved=True)
+    first_s = step()  # the measured step: nothing but the step runs in it
     _, step_peak = current_and_peak(args.device)
-    model_mib = sum(model_tensors_mib(model).values())
-    tensor_peak_mib = step_peak if args.device == "cuda" else model_mib + tensor_peak.peak_mib
-    second_s = step()
+    second_s = step()  # the timed step
     whole = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    saved = SavedActivations(model)
+    with TensorPeak() as tensor_peak:  # a third step, counted: the profiler and the hooks stay out of the peak
+        step(count_saved=saved)
+    held = sum(model_tensors_mib(model).values()) + trainer_state_mib(model, optimizer)
+    tensor_peak_mib = step_peak if args.device == "cuda" else held + tensor_peak.peak_mib
     return {"variant": args.child, "seq": seq, "checkpointing": args.gradient_checkpointing,
             "baseline_mib": round(baseline, 1), "after_load_mib": round(loaded, 1),
             "step_peak_mib": round(step_peak, 1), "process_peak_mib": round(whole, 1),
