@@ -146,8 +146,8 @@ def finish_quantized_load(model: nn.Module, model_name: str, quantization: Quant
 def return_freed_heap() -> None:
     """Give the C heap's free pages back to the OS after a CPU load. Quantizing layer by layer leaves the
     freed full-precision temporaries in the heap between the packed weights, where glibc keeps them resident
-    (measured on the 0.94B base in benchmarks/memory.py: 115 to 590 MiB, varying run to run, above the 668 MiB
-    of the loaded tensors; 31 MiB after this). A no-op off Linux and glibc."""
+    (the 0.94B base of benchmarks/memory.py, 680 MiB of loaded tensors: 815 and 1259 MiB RSS above the process
+    baseline after two loads without this, 699 to 823 MiB after seven with it). A no-op off Linux and glibc."""
     if not sys.platform.startswith("linux"):
         return
     try:
