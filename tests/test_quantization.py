@@ -221,3 +221,24 @@ def test_eval_cli_runs_a_4bit_checkpoint_on_the_4bit_base(four_bit_run, tmp_path
     cached = model.generate(input_ids=ids, max_new_tokens=8, do_sample=False, use_cache=True)
     uncached = model.generate(input_ids=ids, max_new_tokens=8, do_sample=False, use_cache=False)
     assert torch.equal(cached, uncached)
+
+
+NF4 = {"method": "bnb-4bit", "quant_type": "nf4", "double_quant": True, "compute_dtype": "float32"}
+
+
+@pytest.mark.parametrize("saved, current, expected", [
+    (NF4, None, "note: the checkpoint was trained on the base in bnb-4bit nf4 and resumes on it in full precision; "
+                "allowed, but the losses will not continue exactly as the interrupted run's would have"),
+    (None, {"method": "bnb-8bit"}, "note: the checkpoint was trained on the base in full precision and resumes on "
+                                   "it in bnb-8bit; allowed, but the losses will not continue exactly as the "
+                                   "interrupted run's would have"),
+    ("bnb-8bit", NF4, "note: the checkpoint was trained on the base in bnb-8bit and resumes on it in bnb-4bit nf4; "
+                      "allowed, but the losses will not continue exactly as the interrupted run's would have"),
+    (NF4, dict(NF4, compute_dtype="bfloat16"), None),  # the compute dtype is a run setting, like --bf16
+    (NF4, dict(NF4), None),
+    (None, None, None),
+])
+def test_a_resume_across_base_quantization_is_one_line(saved, current, expected):
+    from dylora_moe.model.quantization import quantization_change_line
+
+    assert quantization_change_line(saved, current) == expected
