@@ -242,3 +242,15 @@ def test_a_resume_across_base_quantization_is_one_line(saved, current, expected)
     from dylora_moe.model.quantization import quantization_change_line
 
     assert quantization_change_line(saved, current) == expected
+
+
+@pytest.mark.slow
+def test_resuming_a_4bit_checkpoint_in_full_precision_says_so_once(base, four_bit_run, tmp_path):
+    from dylora_moe.training.run import train
+
+    lines: list[str] = []
+    cfg = micro_config(base, tmp_path, max_steps=13, resume_from_checkpoint=four_bit_run.last_checkpoint)
+    result = train(cfg, log=lines.append)
+    assert result.global_step == 13  # allowed: the same weights, within the fingerprint's tolerance
+    notes = [line for line in lines if "was trained on the base in bnb-4bit nf4" in line]
+    assert len(notes) == 1 and "resumes on it in full precision" in notes[0]

@@ -20,11 +20,13 @@ from pathlib import Path
 
 import json
 
-from dylora_moe.checkpoint.manifest import RUN_CONFIG_NAME, find_latest_checkpoint
+from dylora_moe.checkpoint.manifest import RUN_CONFIG_NAME, find_latest_checkpoint, read_manifest
 from dylora_moe.checkpoint.resolve import fetch_checkpoint, newest_in_store
 from dylora_moe.errors import UserError
 from dylora_moe.model.adapter_io import check_compatible, load_adapter
 from dylora_moe.model.config import DyLoRAConfig
+from dylora_moe.model.quantization import describe as describe_quantization
+from dylora_moe.model.quantization import quantization_change_line
 from dylora_moe.processes import log_main
 from dylora_moe.training.config import TrainConfig
 from dylora_moe.training.resume_plan import DataLayout, DataPosition, ResumePlan, plan_resume
@@ -102,6 +104,10 @@ class Resumption:
         if self.path is None:
             return
         load_adapter(model, self.path)
+        saved_quantization = read_manifest(self.path)["metadata"].get("base_quantization")
+        change = quantization_change_line(saved_quantization, describe_quantization(model.base_model))
+        if change:
+            log(f"[train] {change}")
         grow, source = self.cfg.grow_experts, self.cfg.grow_experts_from
         if not grow:
             return
