@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from dylora_moe.model.casting import as_dtype
 from dylora_moe.model.router import Router
 from dylora_moe.model.targets import linear_shape
 
@@ -86,21 +87,16 @@ class MoELoRALinear(nn.Module):
         expert = None if self.training else self.router.single_expert(x)
         if expert is not None:  # one token, one expert: that expert's LoRA alone (the others' weights are 0)
             a, b = self.lora_A[expert], self.lora_B[expert]
-            delta = F.linear(F.linear(_as(x, a.dtype), a), b) * self.scaling
-            return out + _as(delta, out.dtype)
+            delta = F.linear(F.linear(as_dtype(x, a.dtype), a), b) * self.scaling
+            return out + as_dtype(delta, out.dtype)
         weights = self.router(x)  # (..., E)
         a, b = self.concatenated_experts()  # (E*r, in), (out, E*r)
         if self.training:
             x = self.dropout(x)
-        hidden = F.linear(x.to(a.dtype), a)  # (..., E*r)
-        hidden = (hidden.unflatten(-1, (self.num_experts, self.r)) * weights.to(a.dtype).unsqueeze(-1)).flatten(-2)
+        hidden = F.linear(as_dtype(x, a.dtype), a)  # (..., E*r)
+        hidden = (hidden.unflatten(-1, (self.num_experts, self.r)) * as_dtype(weights, a.dtype).unsqueeze(-1)).flatten(-2)
         delta = F.linear(hidden, b) * self.scaling
-        return out + delta.to(out.dtype)
+        return out + as_dtype(delta, out.dtype)
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, experts={self.num_experts}, r={self.r}"
-
-
-def _as(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """`tensor` in `dtype`, without dispatching a no-op `.to` (per-token overhead counts when decoding)."""
-    return tensor if tensor.dtype == dtype else tensor.to(dtype)

@@ -25,6 +25,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from dylora_moe.model.casting import as_dtype
+
 ROUTER_INPUTS = ("token", "context", "sequence")
 
 
@@ -103,7 +105,7 @@ class Router(nn.Module):
         if p.capture is not None:
             p.capture.setdefault(id(self), []).append(gate_input.detach())
         if not (torch.is_grad_enabled() or p.collect_stats or (p.sparse and self.top_k > 1)):
-            return self._remember(x, self._inference_weights(gate_input, p.sparse).to(x.dtype))
+            return self._remember(x, as_dtype(self._inference_weights(gate_input, p.sparse), x.dtype))
         probs, weights = self._gate(gate_input, p.sparse)
         if p.collect_stats:
             p.stats.append(self._stats(probs, weights, p))
@@ -124,9 +126,7 @@ class Router(nn.Module):
         cached = self._from_cache(x)
         if cached is not None:
             return cached
-        gate_input = self._gate_input(x, p)
-        if gate_input.dtype != self.weight.dtype:
-            gate_input = gate_input.to(self.weight.dtype)
+        gate_input = as_dtype(self._gate_input(x, p), self.weight.dtype)
         return self._remember(x, int(torch.mv(self.weight, gate_input.reshape(-1)).argmax()))  # the temperature does not move an argmax
 
     def _from_cache(self, x: torch.Tensor):
@@ -160,7 +160,7 @@ class Router(nn.Module):
     def _inference_weights(self, gate_input: torch.Tensor, sparse: bool) -> torch.Tensor:
         """The same weights as the training path in fewer ops (no statistics, no autograd): softmax for dense
         routing, the argmax's one-hot for sparse top-1 (the top-1 softmax is exactly 1)."""
-        logits = F.linear(gate_input.to(self.weight.dtype), self.weight)
+        logits = F.linear(as_dtype(gate_input, self.weight.dtype), self.weight)
         if self.temperature != 1.0:
             logits = logits / self.temperature
         if not sparse:
