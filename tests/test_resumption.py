@@ -90,6 +90,7 @@ class _Pool:
 
     def __init__(self, experts: int):
         self.num_experts, self.copies = experts, []
+        self.base_model = torch.nn.Linear(2, 2)  # a full-precision base, as the checkpoint's (no quantization line)
 
     def add_experts(self, n: int) -> list[int]:
         self.num_experts += n
