@@ -134,8 +134,9 @@ def _prepare_output_dir(cfg: TrainConfig, resumption: Resumption, log) -> None:
     claim_output_dir(cfg, resumption.path, log=log)
     clean_stale_temp_dirs(output_dir, log=lambda m: log(f"[checkpoint] {m}"))
     for _step, path in list_checkpoints(output_dir):
-        if incomplete_reason(path):
-            log(f"[checkpoint] ignoring {path}: {incomplete_reason(path)}")
+        reason = incomplete_reason(path)
+        if reason:
+            log(f"[checkpoint] ignoring {path}: {reason}")
 
 
 def _setup_model(cfg: TrainConfig, resumption: Resumption, log):

@@ -83,7 +83,6 @@ class DyLoRATrainer(Trainer):
                  save_total_limit: int | None = None, log=print, **kwargs):
         super().__init__(*args, **kwargs)
         self.resumption = resumption  # where this run starts; the resume overrides below only read from it
-        self.dylora_state = resumption.state
         self.run_config = run_config
         self.metadata_fn = metadata_fn  # () -> dict for the checkpoint manifest
         self.position_fn = position_fn  # () -> dict, the data position at save time
@@ -182,8 +181,8 @@ class DyLoRATrainer(Trainer):
         save_rng_state(tmp, self.args.process_index)
         if main:
             if self.position_fn is not None:
-                self.dylora_state.data_position = self.position_fn()
-            self.dylora_state.save(tmp)
+                self.resumption.state.data_position = self.position_fn()
+            self.resumption.state.save(tmp)
             for saver in self.extra_savers:
                 saver(tmp)
             self.state.save_to_json(str(tmp / TRAINER_STATE_NAME))
