@@ -8,7 +8,7 @@ import torch
 
 from dylora_moe.model import layer as layer_module
 from dylora_moe.model.router import Router
-from micro import batch, micro_moe
+from micro import batch, micro_gpt2, micro_llama, micro_moe
 
 CASES = [("token", False), ("token", True), ("context", True), ("sequence", False), ("sequence", True)]
 
@@ -50,6 +50,20 @@ def test_generation_equals_the_reference_path(router_input, sparse, use_cache, r
     slow_tokens, slow_scores = reference_path(lambda: _generate(model, use_cache))
     assert torch.equal(fast_tokens, slow_tokens)
     assert (fast_scores - slow_scores).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_generation_on_a_bf16_base_and_a_conv1d_base_equals_the_reference_path(sparse, reference_path):
+    """Two other ways into the inference path's accumulation: a bf16 base under fp32 experts (the delta is cast,
+    not accumulated in place) and GPT-2's Conv1D projections (accumulated in place, like nn.Linear)."""
+    bf16 = micro_moe(base=micro_llama().to(torch.bfloat16)).eval()
+    gpt2 = micro_moe(base=micro_gpt2(), target_modules=["c_attn"]).eval()
+    for model, tolerance in ((bf16, 2e-2), (gpt2, 1e-5)):  # bf16: one rounding of the folded scaling may differ
+        model.set_maturity([sparse] * model.num_experts)
+        fast_tokens, fast_scores = _generate(model, use_cache=True)
+        slow_tokens, slow_scores = reference_path(lambda: _generate(model, use_cache=True))
+        assert torch.equal(fast_tokens, slow_tokens)
+        assert (fast_scores.float() - slow_scores.float()).abs().max().item() <= tolerance
 
 
 def _logits(model):

@@ -4,13 +4,16 @@ dequantizes) plus E LoRA experts mixed by a shared router.
 All experts' deltas are computed in two matmuls: the A matrices concatenated to rank E*r, the E*r
 activations scaled block-wise by the routing weights, then the concatenated B matrices. Sparse routing only
 zeroes weights, so it never costs more than dense routing. Without autograd (generation, evaluation) the
-concatenated matrices are kept between forwards and rebuilt only when an expert's weights change (an optimizer
-step, a load, a copy or new experts all bump the parameters' version counters or storage).
+experts are kept laid out for inference (`InferenceExperts`: the scaling folded into B, B transposed for an
+in-place accumulation into the base's output) and rebuilt only when an expert's weights change (an optimizer
+step, a load, a copy or new experts all bump the parameters' version counters or storage); decoding then costs
+three small ops per projection besides the base's, where a single LoRA costs four.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -19,6 +22,22 @@ import torch.nn.functional as F
 from dylora_moe.model.casting import as_dtype
 from dylora_moe.model.router import Router
 from dylora_moe.model.targets import linear_shape
+
+
+@dataclass(frozen=True)
+class InferenceExperts:
+    """The experts as the no-autograd path reads them: A (E*r, in), the scaled B transposed (E*r, out), and
+    each expert's rows of both (views)."""
+
+    a: torch.Tensor
+    bt: torch.Tensor
+    single: tuple[tuple[torch.Tensor, torch.Tensor], ...]
+
+    @classmethod
+    def build(cls, a: torch.Tensor, b: torch.Tensor, r: int, scaling: float) -> "InferenceExperts":
+        bt = (b * scaling).t().contiguous()
+        rows = range(0, a.shape[0], r)
+        return cls(a=a, bt=bt, single=tuple((a[i:i + r], bt[i:i + r]) for i in rows))
 
 
 class MoELoRALinear(nn.Module):
@@ -46,7 +65,7 @@ class MoELoRALinear(nn.Module):
         self.lora_A = nn.ParameterList()
         self.lora_B = nn.ParameterList()
         self._concat_key: tuple | None = None
-        self._concat: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._concat: InferenceExperts | None = None
         self.__dict__["router"] = router  # shared with sibling projections; registered once on the model
         router.num_consumers += 1
         self.add_experts(num_experts)
@@ -67,14 +86,16 @@ class MoELoRALinear(nn.Module):
             self.lora_B.append(nn.Parameter(b))
 
     def concatenated_experts(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(A (E*r, in), B (out, E*r)); with autograd off, reused until a parameter changes."""
-        if torch.is_grad_enabled():
-            self._concat_key = self._concat = None
-            return torch.cat(tuple(self.lora_A), dim=0), torch.cat(tuple(self.lora_B), dim=1)
-        params = (*self.lora_A, *self.lora_B)
-        key = tuple((p._version, p.data_ptr(), p.dtype, p.device) for p in params)
+        """(A (E*r, in), B (out, E*r)), concatenated anew: the autograd path's view of the experts."""
+        return torch.cat(tuple(self.lora_A), dim=0), torch.cat(tuple(self.lora_B), dim=1)
+
+    def inference_experts(self) -> InferenceExperts:
+        """The experts laid out for the no-autograd path, kept until a parameter changes."""
+        params = (*self.lora_A._parameters.values(), *self.lora_B._parameters.values())  # not ParameterList's slow iterator
+        key = tuple((p._version, p.data_ptr(), p.dtype) for p in params)  # a new device or dtype is a new storage
         if self._concat is None or key != self._concat_key:
-            self._concat = (torch.cat(tuple(self.lora_A), dim=0), torch.cat(tuple(self.lora_B), dim=1))
+            a, b = self.concatenated_experts()
+            self._concat = InferenceExperts.build(a, b, self.r, self.scaling)
             self._concat_key = key
         return self._concat
 
@@ -84,19 +105,39 @@ class MoELoRALinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base(x)
-        expert = None if self.training else self.router.single_expert(x)
-        if expert is not None:  # one token, one expert: that expert's LoRA alone (the others' weights are 0)
-            a, b = self.lora_A[expert], self.lora_B[expert]
-            delta = F.linear(F.linear(as_dtype(x, a.dtype), a), b) * self.scaling
-            return out + as_dtype(delta, out.dtype)
+        if self.training or torch.is_grad_enabled():
+            self._concat_key = self._concat = None
+            return out + as_dtype(self._delta(x), out.dtype)
+        return self._add_inference_delta(out, x)
+
+    def _delta(self, x: torch.Tensor) -> torch.Tensor:
+        """The mixed experts' output for x, differentiable in the experts and (unless detached) the gate."""
         weights = self.router(x)  # (..., E)
         a, b = self.concatenated_experts()  # (E*r, in), (out, E*r)
         if self.training:
             x = self.dropout(x)
         hidden = F.linear(as_dtype(x, a.dtype), a)  # (..., E*r)
         hidden = (hidden.unflatten(-1, (self.num_experts, self.r)) * as_dtype(weights, a.dtype).unsqueeze(-1)).flatten(-2)
-        delta = F.linear(hidden, b) * self.scaling
-        return out + as_dtype(delta, out.dtype)
+        return F.linear(hidden, b) * self.scaling
+
+    def _add_inference_delta(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """`out` plus the same delta as `_delta`, in fewer ops: the scaling is folded into B, the routing weights
+        come already repeated over each expert's rank, and B's product is accumulated into `out` in place. Sparse
+        top-1 decoding of one token computes the chosen expert alone."""
+        experts = self.inference_experts()
+        expert = self.router.single_expert(x)  # the router reads the projection's own input (its cache key)
+        hidden_input = as_dtype(x, experts.a.dtype)
+        if expert is not None:
+            a, bt = experts.single[expert]
+            hidden = F.linear(hidden_input, a)
+        else:
+            bt = experts.bt
+            mix = self.router(x, repeat=self.r)  # (..., E*r)
+            hidden = F.linear(hidden_input, experts.a).mul_(as_dtype(mix, experts.a.dtype))
+        if out.dtype == bt.dtype and out.is_contiguous():
+            out.view(-1, bt.shape[1]).addmm_(hidden.reshape(-1, bt.shape[0]), bt)
+            return out
+        return out + as_dtype(torch.matmul(hidden, bt), out.dtype)
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, experts={self.num_experts}, r={self.r}"

@@ -60,6 +60,23 @@ class RouterStats:
     supervision_loss: torch.Tensor | None = None  # CE of the softmax toward `targets` over real tokens, if given
 
 
+class SharedDecision:
+    """One routing decision kept for the sibling projections that read the same input tensor: a plain object,
+    so that writing it costs no `nn.Module.__setattr__` (this runs a few times per layer and decoded token)."""
+
+    __slots__ = ("input", "kind", "value", "reads")
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self.input = self.kind = self.value = None  # kind: the weights' `repeat`, or "index" (single_expert)
+        self.reads = 0
+
+    def keep(self, x: torch.Tensor, kind, value) -> None:
+        self.input, self.kind, self.value, self.reads = x, kind, value, 1
+
+
 class Router(nn.Module):
     """Linear gate in_features -> num_experts, without bias, with its fixed settings: how many experts sparse
     routing picks (`top_k`), the softmax `temperature` and what the gate reads (`router_input`)."""
@@ -75,9 +92,9 @@ class Router(nn.Module):
         self.router_input = router_input
         self.active_pass: RoutingPass | None = None  # set by the owning model at the start of each base forward
         self.num_consumers = 0  # projections that read this router (set when they are built)
-        self._cached_input: torch.Tensor | None = None
-        self._cached_weights = None  # routing weights, or single_expert's index
-        self._cache_hits = 0
+        self._shared = SharedDecision()  # the latest decision, for sibling projections reading the same input
+        self._one_hot_key: tuple | None = None
+        self._one_hot: torch.Tensor | None = None
         self._context_state: tuple[torch.Tensor, torch.Tensor] | None = None  # running (sum, count) per sequence
 
     @property
@@ -90,14 +107,14 @@ class Router(nn.Module):
         return self.active_pass if self.active_pass is not None else RoutingPass()
 
     def clear_cache(self) -> None:
-        self._cached_input = None
-        self._cached_weights = None
-        self._cache_hits = 0
+        self._shared.clear()
 
     # ----------------------------------------------------------------- forward: bookkeeping around the gate
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Routing weights (..., E) for input x (..., in_features); reused when x is the same tensor."""
-        cached = self._from_cache(x)
+    def forward(self, x: torch.Tensor, repeat: int = 1) -> torch.Tensor:
+        """Routing weights (..., E) for input x (..., in_features), each repeated `repeat` times in place, i.e.
+        (..., E*repeat), as the inference path multiplies the experts' concatenated rank activations by them;
+        reused when a sibling projection asks again for the same tensor."""
+        cached = self._from_cache(x, repeat)
         if cached is not None:
             return cached
         p = self.routing_pass
@@ -105,14 +122,16 @@ class Router(nn.Module):
         if p.capture is not None:
             p.capture.setdefault(id(self), []).append(gate_input.detach())
         if not (torch.is_grad_enabled() or p.collect_stats or (p.sparse and self.top_k > 1)):
-            return self._remember(x, as_dtype(self._inference_weights(gate_input, p.sparse), x.dtype))
+            return self._remember(x, repeat, self._inference_weights(gate_input, p.sparse, repeat, x.dtype))
         probs, weights = self._gate(gate_input, p.sparse)
         if p.collect_stats:
             p.stats.append(self._stats(probs, weights, p))
         weights = weights.to(x.dtype)
         if p.detach_weights:
             weights = weights.detach()
-        return self._remember(x, weights)
+        if repeat > 1:
+            weights = weights.repeat_interleave(repeat, dim=-1)
+        return self._remember(x, repeat, weights)
 
     def single_expert(self, x: torch.Tensor) -> int | None:
         """The one expert sparse top-1 routing picks for `x` when `x` is a single token on the CPU and no
@@ -123,27 +142,29 @@ class Router(nn.Module):
         if not (p.sparse and self.top_k == 1 and x.device.type == "cpu" and x.shape[:-1].numel() == 1) \
                 or torch.is_grad_enabled() or p.collect_stats or p.capture is not None:
             return None
-        cached = self._from_cache(x)
+        cached = self._from_cache(x, "index")
         if cached is not None:
             return cached
         gate_input = as_dtype(self._gate_input(x, p), self.weight.dtype)
-        return self._remember(x, int(torch.mv(self.weight, gate_input.reshape(-1)).argmax()))  # the temperature does not move an argmax
+        return self._remember(x, "index", int(torch.mv(self.weight, gate_input.reshape(-1)).argmax()))  # the temperature does not move an argmax
 
-    def _from_cache(self, x: torch.Tensor):
-        """The decision already made for this very tensor by a sibling projection, if any."""
-        if self._cached_input is not x or self._cached_weights is None:
+    def _from_cache(self, x: torch.Tensor, kind):
+        """The decision already made for this very tensor (in this form: `repeat`, or "index" for
+        `single_expert`) by a sibling projection, if any."""
+        shared = self._shared
+        if shared.input is not x or shared.kind != kind or shared.value is None:
             return None
-        weights = self._cached_weights
-        self._cache_hits += 1
-        if self._cache_hits >= self.num_consumers:  # every sibling projection has read it: drop the reference
-            self.clear_cache()
-        return weights
+        value = shared.value
+        shared.reads += 1
+        if shared.reads >= self.num_consumers:  # every sibling projection has read it: drop the reference
+            shared.clear()
+        return value
 
-    def _remember(self, x: torch.Tensor, weights):
+    def _remember(self, x: torch.Tensor, kind, value):
         """Keep this decision for the sibling projections that read the same input."""
         if self.num_consumers > 1:
-            self._cached_input, self._cached_weights, self._cache_hits = x, weights, 1
-        return weights
+            self._shared.keep(x, kind, value)
+        return value
 
     # ----------------------------------------------------------------- gating
     def _gate(self, gate_input: torch.Tensor, sparse: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -157,16 +178,28 @@ class Router(nn.Module):
         top_values, top_index = logits.float().topk(k, dim=-1)
         return probs, torch.zeros_like(probs).scatter(-1, top_index, torch.softmax(top_values, dim=-1))
 
-    def _inference_weights(self, gate_input: torch.Tensor, sparse: bool) -> torch.Tensor:
-        """The same weights as the training path in fewer ops (no statistics, no autograd): softmax for dense
-        routing, the argmax's one-hot for sparse top-1 (the top-1 softmax is exactly 1)."""
+    def _inference_weights(self, gate_input: torch.Tensor, sparse: bool, repeat: int,
+                           dtype: torch.dtype) -> torch.Tensor:
+        """The same weights as the training path (repeated `repeat` times, in `dtype`) in fewer ops, without
+        statistics or autograd: the softmax for dense routing; for sparse top-1 (whose top-1 softmax is exactly
+        1) the argmax's row of a one-hot table."""
         logits = F.linear(as_dtype(gate_input, self.weight.dtype), self.weight)
         if self.temperature != 1.0:
             logits = logits / self.temperature
         if not sparse:
-            return torch.softmax(logits, dim=-1, dtype=torch.float32)
-        chosen = logits.argmax(dim=-1, keepdim=True)
-        return torch.zeros(logits.shape, device=logits.device, dtype=torch.float32).scatter_(-1, chosen, 1.0)
+            weights = as_dtype(torch.softmax(logits, dim=-1, dtype=torch.float32), dtype)
+            return weights.repeat_interleave(repeat, dim=-1) if repeat > 1 else weights
+        return F.embedding(logits.argmax(dim=-1), self._one_hot_rows(repeat, dtype, logits.device))
+
+    def _one_hot_rows(self, repeat: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """(E, E*repeat): row e is expert e's one-hot weights, repeated; kept while E, repeat, dtype and device
+        stay the same."""
+        key = (self.num_experts, repeat, dtype, device)
+        if self._one_hot_key != key:
+            eye = torch.eye(self.num_experts, dtype=dtype, device=device)
+            self._one_hot = eye.repeat_interleave(repeat, dim=-1)
+            self._one_hot_key = key
+        return self._one_hot
 
     # ----------------------------------------------------------------- what the gate reads
     def _gate_input(self, x: torch.Tensor, p: RoutingPass) -> torch.Tensor:
