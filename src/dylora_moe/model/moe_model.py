@@ -18,12 +18,12 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from transformers.utils import ModelOutput
 
 from dylora_moe.errors import UserError
 from dylora_moe.model.base_fingerprint import base_fingerprint
 from dylora_moe.model.config import DyLoRAConfig
+from dylora_moe.model.cross_entropy import shifted_cross_entropy_sum
 from dylora_moe.model.layer import MoELoRALinear
 from dylora_moe.model.loss import combine_loss
 from dylora_moe.model.router import ROUTER_INPUTS, Router, RoutingPass
@@ -57,16 +57,14 @@ REQUESTABLE = ("collect_stats", "targets", "target_mask", "target_weights", "det
 def shifted_lm_loss(
     logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed next-token cross entropy and the number of scored tokens.
+    """Summed next-token cross entropy (fp32) and the number of scored tokens.
 
-    Position t predicts label t+1; -100 is ignored; label smoothing applies to these shifted labels.
+    Position t predicts label t+1; -100 is ignored; label smoothing applies to these shifted labels. Computed
+    in chunks, so the full-vocabulary logits are never copied to fp32 (`cross_entropy.py`).
     """
-    shift_logits = logits[..., :-1, :].reshape(-1, logits.shape[-1]).float()
-    shift_labels = labels[..., 1:].reshape(-1).to(shift_logits.device)
-    total = F.cross_entropy(
-        shift_logits, shift_labels, ignore_index=-100, label_smoothing=label_smoothing, reduction="sum"
-    )
-    return total, (shift_labels != -100).sum()
+    labels = labels.to(logits.device)
+    total = shifted_cross_entropy_sum(logits, labels, label_smoothing)
+    return total, (labels[..., 1:] != -100).sum()
 
 
 def _check_request(caller: str, request: dict) -> None:
