@@ -20,8 +20,9 @@ IGNORE = -100
 
 def shifted_cross_entropy_sum(logits: torch.Tensor, labels: torch.Tensor,
                               label_smoothing: float = 0.0) -> torch.Tensor:
-    """Summed cross entropy of position t's logits (batch, seq, V) toward label t+1 (batch, seq)."""
-    return _ShiftedCrossEntropy.apply(logits, labels.to(logits.device), label_smoothing)
+    """Summed cross entropy of position t's logits (batch, seq, V) toward label t+1 (batch, seq), the labels on
+    the logits' device."""
+    return _ShiftedCrossEntropy.apply(logits, labels, label_smoothing)
 
 
 def _chunks(logits: torch.Tensor, labels: torch.Tensor):

@@ -106,7 +106,8 @@ class MoELoRALinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base(x)
         if self.training or torch.is_grad_enabled():
-            self._concat_key = self._concat = None
+            if self._concat is not None:  # the experts are about to change: drop the inference layout
+                self._concat_key = self._concat = None
             return out + as_dtype(self._delta(x), out.dtype)
         return self._add_inference_delta(out, x)
 

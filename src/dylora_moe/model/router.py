@@ -111,9 +111,10 @@ class Router(nn.Module):
 
     # ----------------------------------------------------------------- forward: bookkeeping around the gate
     def forward(self, x: torch.Tensor, repeat: int = 1) -> torch.Tensor:
-        """Routing weights (..., E) for input x (..., in_features), each repeated `repeat` times in place, i.e.
-        (..., E*repeat), as the inference path multiplies the experts' concatenated rank activations by them;
-        reused when a sibling projection asks again for the same tensor."""
+        """Routing weights (..., E) for input x (..., in_features); with `repeat` > 1 each expert's weight
+        repeated that many times side by side, (..., E*repeat), the layout the inference path multiplies the
+        experts' concatenated rank activations by. Reused when a sibling projection asks again for the same
+        tensor."""
         cached = self._from_cache(x, repeat)
         if cached is not None:
             return cached
