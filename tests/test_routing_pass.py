@@ -64,3 +64,24 @@ def test_a_router_outside_a_model_routes_with_the_defaults():
     expected = torch.softmax((x @ router.weight.T) / 2.0, dim=-1)
     assert torch.allclose(weights, expected, atol=1e-6)
     assert router.active_pass is None and RoutingPass().stats == []
+
+
+def test_activation_checkpointing_keeps_one_routing_decision_per_router():
+    """Backward recomputes each checkpointed layer, routers included; statistics recorded by the recomputation
+    would keep that layer's recomputed activations alive until the next forward. The forward's decisions are the
+    pass's, and the recomputation adds none."""
+    model = micro_moe(num_experts=2).train()
+    model.gradient_checkpointing_enable()
+    calls = []
+    hooks = [r.register_forward_hook(lambda *_: calls.append(None)) for r in model.routers.values()]
+    out = model(**batch())
+    in_forward = len(calls)
+    p = model.last_routing_pass
+    forward_stats = [id(s) for s in p.stats]
+    assert len(forward_stats) == len(model.routers)
+    out.loss.backward()
+    for h in hooks:
+        h.remove()
+    assert len(calls) == 2 * in_forward  # backward did run every router again
+    assert [id(s) for s in p.stats] == forward_stats
+    assert all(r.weight.grad is not None and r.weight.grad.abs().sum() > 0 for r in model.routers.values())

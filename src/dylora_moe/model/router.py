@@ -50,6 +50,7 @@ class RoutingPass:
     capture: dict | None = None  # when a dict: each router appends its gate inputs under its id (prototypes)
     shared_context: torch.Tensor | None = None  # result: "sequence" routing's running mean, set by the first gate
     stats: list["RouterStats"] = field(default_factory=list)  # result: one entry per routing decision
+    decided: set[int] = field(default_factory=set)  # result: ids of the routers that have routed in this pass
 
 
 @dataclass
@@ -119,20 +120,32 @@ class Router(nn.Module):
         if cached is not None:
             return cached
         p = self.routing_pass
+        first = self._first_decision(p)
         gate_input = self._gate_input(x, p)
-        if p.capture is not None:
+        if p.capture is not None and first:
             p.capture.setdefault(id(self), []).append(gate_input.detach())
         if not (torch.is_grad_enabled() or p.collect_stats or (p.sparse and self.top_k > 1)):
             return self._remember(x, repeat, self._inference_weights(gate_input, p.sparse, repeat, x.dtype))
         probs, weights = self._gate(gate_input, p.sparse)
         if p.collect_stats:
-            p.stats.append(self._stats(probs, weights, p))
+            stats = self._stats(probs, weights, p)  # also when recomputing: it must save what the forward saved
+            if first:
+                p.stats.append(stats)
         weights = weights.to(x.dtype)
         if p.detach_weights:
             weights = weights.detach()
         if repeat > 1:
             weights = weights.repeat_interleave(repeat, dim=-1)
         return self._remember(x, repeat, weights)
+
+    def _first_decision(self, p: RoutingPass) -> bool:
+        """Whether this is the router's first decision in pass `p`. A router reads one input per base forward, so
+        a second decision is activation checkpointing recomputing the layer in backward: the forward's statistics
+        and capture already stand, and ones kept from the recomputation would hold on to its activations."""
+        if id(self) in p.decided:
+            return False
+        p.decided.add(id(self))
+        return True
 
     def single_expert(self, x: torch.Tensor) -> int | None:
         """The one expert sparse top-1 routing picks for `x` when `x` is a single token on the CPU and no
