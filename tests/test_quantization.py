@@ -223,6 +223,29 @@ def test_eval_cli_runs_a_4bit_checkpoint_on_the_4bit_base(four_bit_run, tmp_path
     assert torch.equal(cached, uncached)
 
 
+@pytest.mark.slow
+def test_generate_cli_completes_on_the_4bit_base(four_bit_run):
+    """`dylora-moe generate --load_in_4bit` in a real subprocess gives the greedy completion of the checkpoint on
+    the 4-bit base, as computed in this process."""
+    from dylora_moe.eval.generation import GenerationConfig
+    from dylora_moe.eval.single_prompt import complete, prompt_ids
+
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-m", "dylora_moe", "generate", "--model", four_bit_run.last_checkpoint,
+                           "--load_in_4bit", "--raw", "--prompt", "def add(a, b):", "--max_new_tokens", "6",
+                           "--json"], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    loaded = [line for line in done.stderr.splitlines() if line.startswith("[model]")]
+    assert len(loaded) == 1 and "Linear layers in bnb-4bit nf4 (bitsandbytes), computing in float32" in loaded[0]
+    model, tokenizer = load_model_for_inference(four_bit_run.last_checkpoint, log=lambda m: None,
+                                                quantization=FOUR_BIT)
+    assert is_quantized_linear(model.adapted_layers()[0][1].base)
+    expected = complete(model, tokenizer, prompt_ids(tokenizer, "def add(a, b):", raw=True),
+                        GenerationConfig(max_new_tokens=6))
+    result = json.loads(done.stdout)
+    assert result["completion"] == expected.text and result["new_tokens"] == expected.new_tokens >= 1
+
+
 NF4 = {"method": "bnb-4bit", "quant_type": "nf4", "double_quant": True, "compute_dtype": "float32"}
 
 

@@ -44,7 +44,7 @@ def load_base_model(model_name: str, dtype: str | torch.dtype | None = None, rev
     torch_dtype = DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
     quantized = {}
     if quantization is not None:
-        from dylora_moe.model.quantization import finish_quantized_load, from_pretrained_kwargs
+        from dylora_moe.model.quantization import finish_quantized_load, from_pretrained_kwargs, quantized_load_line
 
         quantized = from_pretrained_kwargs(quantization, path, model_name)
         torch_dtype = torch_dtype or quantization.torch_dtype  # of the weights that stay unquantized
@@ -64,6 +64,7 @@ def load_base_model(model_name: str, dtype: str | torch.dtype | None = None, rev
         ) from None
     if quantization is not None:
         finish_quantized_load(model, model_name, quantization)
+        log(quantized_load_line(model, model_name))
     ensure_pad_token(tokenizer)
     return model, tokenizer
 

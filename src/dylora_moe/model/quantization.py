@@ -143,6 +143,14 @@ def finish_quantized_load(model: nn.Module, model_name: str, quantization: Quant
     return_freed_heap()
 
 
+def quantized_load_line(model: nn.Module, model_name: str) -> str:
+    """The line a quantized load logs, so that a run's log says what the experts were trained or scored on."""
+    layers = sum(1 for module in model.modules() if is_quantized_linear(module))
+    found = describe(model) or {}
+    compute = f", computing in {found['compute_dtype']}" if found.get("compute_dtype") else ""
+    return f"[model] {model_name}: {layers} Linear layers in {quantization_label(found)} (bitsandbytes){compute}"
+
+
 def return_freed_heap() -> None:
     """Give the C heap's free pages back to the OS after a CPU load. Quantizing layer by layer leaves the
     freed full-precision temporaries in the heap between the packed weights, where glibc keeps them resident
