@@ -3,8 +3,10 @@ is read by that forward's routers only, never by the next forward."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+from dylora_moe.errors import UserError
 from dylora_moe.model.router import Router, RoutingPass
 from micro import batch, micro_moe
 
@@ -85,3 +87,13 @@ def test_activation_checkpointing_keeps_one_routing_decision_per_router():
     assert len(calls) == 2 * in_forward  # backward did run every router again
     assert [id(s) for s in p.stats] == forward_stats
     assert all(r.weight.grad is not None and r.weight.grad.abs().sum() > 0 for r in model.routers.values())
+
+
+def test_expert_ids_of_another_batch_size_are_one_clear_error():
+    model = micro_moe(num_experts=2)
+    data = batch(bsz=4)
+    with pytest.raises(UserError) as raised:
+        model(**data, expert_ids=torch.tensor([1, 0]))  # 4 * 12 tokens would split evenly over 2 ids
+    assert str(raised.value) == ("expert_ids must hold one expert per sequence, shape (4,) for this batch, got "
+                                 "shape (2,); pass -1 for a sequence without a target")
+    assert model(**data, expert_ids=torch.tensor([1, 0, -1, 1])).routing_supervision_loss is not None

@@ -293,6 +293,8 @@ class DyLoRAMoEModel(nn.Module):
         cross entropy toward it is returned as `routing_supervision_loss` (weighted into `loss` once
         `weight_loss_term` gave it a weight). Routing itself never reads it."""
         scored = labels is not None
+        if expert_ids is not None:
+            _check_expert_ids(expert_ids, labels if scored else input_ids)
         targets = expert_ids if scored else None
         target_mask = (labels != -100) if expert_ids is not None and scored else None
         if attention_mask is None and kwargs.get("past_key_values") is None and \
@@ -372,3 +374,10 @@ class DyLoRAMoEModel(nn.Module):
 
     def trainable_parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+
+def _check_expert_ids(expert_ids: torch.Tensor, per_sequence: torch.Tensor | None) -> None:
+    """One expert id per sequence of the batch, or the supervision would pair tokens with other sequences' ids."""
+    if per_sequence is not None and tuple(expert_ids.shape) != (per_sequence.shape[0],):
+        raise UserError(f"expert_ids must hold one expert per sequence, shape ({per_sequence.shape[0]},) for this "
+                        f"batch, got shape {tuple(expert_ids.shape)}; pass -1 for a sequence without a target")
