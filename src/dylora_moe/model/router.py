@@ -49,7 +49,7 @@ class RoutingPass:
     detach_weights: bool = False  # the LM loss does not train the gates (supervised routing learns from labels)
     capture: dict | None = None  # when a dict: each router appends its gate inputs under its id (prototypes)
     shared_context: torch.Tensor | None = None  # result: "sequence" routing's running mean, set by the first gate
-    stats: list["RouterStats"] = field(default_factory=list)  # result: one entry per routing decision
+    stats: list["RouterStats"] = field(default_factory=list)  # result: one entry per router, from its first decision
     decided: set[int] = field(default_factory=set)  # result: ids of the routers that have routed in this pass
 
 
