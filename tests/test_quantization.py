@@ -15,7 +15,7 @@ import torch
 from transformers import TrainerCallback
 
 from micro import save_micro_base
-from train_helpers import adapter_weights, max_weight_diff, micro_config, run, step_losses
+from train_helpers import adapter_weights, max_weight_diff, micro_config, run, run_cli, step_losses
 
 pytest.importorskip("bitsandbytes")
 
@@ -230,10 +230,8 @@ def test_generate_cli_completes_on_the_4bit_base(four_bit_run):
     from dylora_moe.eval.generation import GenerationConfig
     from dylora_moe.eval.single_prompt import complete, prompt_ids
 
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "-m", "dylora_moe", "generate", "--model", four_bit_run.last_checkpoint,
-                           "--load_in_4bit", "--raw", "--prompt", "def add(a, b):", "--max_new_tokens", "6",
-                           "--json"], capture_output=True, text=True, env=env, timeout=300)
+    done = run_cli("generate", "--model", four_bit_run.last_checkpoint, "--load_in_4bit", "--raw", "--prompt",
+                   "def add(a, b):", "--max_new_tokens", "6", "--json")
     assert done.returncode == 0, done.stderr
     loaded = [line for line in done.stderr.splitlines() if line.startswith("[model]")]
     assert len(loaded) == 1 and "Linear layers in bnb-4bit nf4 (bitsandbytes), computing in float32" in loaded[0]

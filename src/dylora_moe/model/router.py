@@ -50,7 +50,7 @@ class RoutingPass:
     capture: dict | None = None  # when a dict: each router appends its gate inputs under its id (prototypes)
     shared_context: torch.Tensor | None = None  # result: "sequence" routing's running mean, set by the first gate
     stats: list["RouterStats"] = field(default_factory=list)  # result: one entry per router, from its first decision
-    decided: set[int] = field(default_factory=set)  # result: ids of the routers that have routed in this pass
+    recorded: set[int] = field(default_factory=set)  # result: ids of the routers that wrote stats or capture
 
 
 @dataclass
@@ -120,7 +120,7 @@ class Router(nn.Module):
         if cached is not None:
             return cached
         p = self.routing_pass
-        first = self._first_decision(p)
+        first = (p.capture is not None or p.collect_stats) and self._first_record(p)
         gate_input = self._gate_input(x, p)
         if p.capture is not None and first:
             p.capture.setdefault(id(self), []).append(gate_input.detach())
@@ -138,13 +138,14 @@ class Router(nn.Module):
             weights = weights.repeat_interleave(repeat, dim=-1)
         return self._remember(x, repeat, weights)
 
-    def _first_decision(self, p: RoutingPass) -> bool:
-        """Whether this is the router's first decision in pass `p`. A router reads one input per base forward, so
-        a second decision is activation checkpointing recomputing the layer in backward: the forward's statistics
-        and capture already stand, and ones kept from the recomputation would hold on to its activations."""
-        if id(self) in p.decided:
+    def _first_record(self, p: RoutingPass) -> bool:
+        """Whether this router writes its statistics and capture into pass `p` now (once per pass). A router reads
+        one input per base forward, so a second decision is activation checkpointing recomputing the layer in
+        backward: the forward's records already stand, and ones kept from the recomputation would hold on to its
+        activations."""
+        if id(self) in p.recorded:
             return False
-        p.decided.add(id(self))
+        p.recorded.add(id(self))
         return True
 
     def single_expert(self, x: torch.Tensor) -> int | None:
