@@ -13,7 +13,6 @@ from pathlib import Path
 
 from wandb.errors import CommError
 
-from dylora_moe.checkpoint.manifest import COMPLETE_MARKER
 from dylora_moe.checkpoint.stores.base import VersionInfo
 from dylora_moe.checkpoint.stores.wandb_sdk import CollectionNotFound
 
@@ -25,12 +24,8 @@ class FakeWandbServer:
         self.downloads = 0
         self.tamper: dict[str, bytes] = {}  # rel path -> bytes served instead (corruption in transit)
 
-    def log_checkpoint(self, path: str, local_dir: Path, aliases: list[str], metadata: dict) -> str:
-        files = {
-            p.relative_to(local_dir).as_posix(): p.read_bytes()
-            for p in sorted(local_dir.rglob("*"))
-            if p.is_file() and p.relative_to(local_dir).as_posix() != COMPLETE_MARKER
-        }
+    def log_checkpoint(self, path: str, local_dir: Path, files: list[str], aliases: list[str], metadata: dict) -> str:
+        files = {rel: (local_dir / rel).read_bytes() for rel in files}
         digest = hashlib.md5(b"".join(k.encode() + hashlib.md5(v).digest() for k, v in files.items())).hexdigest()
         versions = self.collections.setdefault(path, [])
         entry = next((v for v in versions if v["digest"] == digest), None)

@@ -4,6 +4,9 @@ The data goes to a temp file in the same directory (so the rename stays on one f
 is fsynced (so a power loss cannot leave a renamed but empty file), then `os.replace`s the target. On any
 failure the temp file is removed and the target is untouched. A directory publish is a different thing: see
 checkpoint/manifest.py::publish_atomically.
+
+`file_lock` is the advisory lock that serialises writers of one directory entry across processes (concurrent
+downloads into the artifact cache) and tells a cleaner whether a temporary still has a living writer.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -33,3 +37,25 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:
     return atomic_write_bytes(path, text.encode(encoding))
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike, wait: bool = True) -> Iterator[bool]:
+    """Hold an exclusive flock on `path` (created if missing); yields False, holding nothing, when `wait` is False
+    and another open file holds it. The kernel drops the lock when its process dies, so a killed holder never
+    leaves a lock behind. A no-op that yields True where fcntl does not exist."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield True
+        return
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

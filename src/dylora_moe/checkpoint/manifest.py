@@ -16,8 +16,9 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from dylora_moe.checkpoint.names import safe_relpath
 from dylora_moe.errors import UserError
-from dylora_moe.files import atomic_write_text
+from dylora_moe.files import atomic_write_text, file_lock
 
 MANIFEST_NAME = "manifest.json"
 RUN_CONFIG_NAME = "run_config.json"  # the run's training arguments, written by the trainer
@@ -94,10 +95,29 @@ def read_manifest(ckpt_dir: str | Path) -> dict:
 
 def safe_member(root: Path, rel: str, where: str) -> Path:
     """`root / rel` for a manifest entry, which must stay inside `root`: manifests from a store or a download
-    are untrusted, so an empty, absolute or '..' path is refused (`where` names the checkpoint in the error)."""
-    if not rel or rel.startswith("/") or ".." in rel.split("/"):
-        raise CheckpointError(f"{where}: manifest lists an unsafe path {rel!r}")
-    return root / rel
+    are untrusted, so an empty, absolute, '..' or NUL path is refused (`where` names the checkpoint in the error)."""
+    return root / safe_relpath(rel, "file path in the manifest", where)
+
+
+def publish_files(ckpt_dir: str | Path, manifest: dict) -> list[str]:
+    """What a store uploads of a verified checkpoint: the manifest's files by name, then manifest.json.
+
+    Why: files outside the manifest (logs, a stray link) are not the checkpoint, and a symbolic link among the
+    listed files, or a directory on their way, would upload whatever host file it points to; it is refused.
+    """
+    ckpt_dir = Path(ckpt_dir)
+    names = sorted(manifest["files"]) + [MANIFEST_NAME]
+    for rel in names:
+        path = ckpt_dir
+        for part in safe_relpath(rel, "file path in the manifest", f"checkpoint {ckpt_dir}").split("/"):
+            path = path / part
+            if path.is_symlink():
+                raise CheckpointError(
+                    f"cannot publish {ckpt_dir}: {path.relative_to(ckpt_dir).as_posix()} is a symbolic link (to "
+                    f"{os.readlink(path)}); a store upload takes only the checkpoint's own files — replace the link "
+                    "by a copy of the file"
+                )
+    return names
 
 
 def verify_checkpoint(ckpt_dir: str | Path, require_complete: bool = True) -> dict:
@@ -253,23 +273,43 @@ def find_latest_checkpoint(
     return None
 
 
-_STALE_RE = re.compile(r"^\.(?:tmp|old|upload)-checkpoint-\d+-(\d+)(?:-\d+)?$")
+_STALE_RE = re.compile(r"^\.(?:tmp|old|upload)-checkpoint-\d+-(?P<pid>\d+)(?:-\d+)?$")
 
 
-def clean_stale_temp_dirs(output_dir: str | Path, log: Callable[[str], object] = print) -> list[Path]:
-    """Remove `.tmp-` / `.old-` / `.upload-checkpoint-*` dirs left by a killed process (not this process's).
+def clean_stale_temp_dirs(
+    output_dir: str | Path,
+    log: Callable[[str], object] = print,
+    pattern: re.Pattern = _STALE_RE,
+    lock_for: Callable[[re.Match], Path] | None = None,
+    left_by: str = "an interrupted checkpoint save",
+) -> list[Path]:
+    """Remove temp dirs matching `pattern` (default: `.tmp-` / `.old-` / `.upload-checkpoint-*`) left by a killed process.
 
-    Why: an interrupted save leaves its temp dir behind; it can never become a checkpoint (only
-    publish_atomically marks complete), so a restarted run deletes it to reclaim the disk space.
+    Why: an interrupted save or download leaves its temp dir behind; it can never become a checkpoint (only
+    publish_atomically marks complete), so the next run or download deletes it to reclaim the disk space.
+    Which ones are stale: in an output directory (one run at a time, by its run lock) those not named with this
+    process's id; with `lock_for` (the lock file a writer of that temp holds, as downloads into the cache do)
+    those whose lock nobody holds, removed while holding it, so a temp of a live writer is never touched.
     """
     output_dir = Path(output_dir)
     removed = []
     if not output_dir.is_dir():
         return removed
     for child in sorted(output_dir.iterdir()):
-        match = _STALE_RE.match(child.name)
-        if match and child.is_dir() and int(match.group(1)) != os.getpid():
-            shutil.rmtree(child, ignore_errors=True)
-            log(f"removed {child.name}: left by an interrupted checkpoint save")
-            removed.append(child)
+        match = pattern.match(child.name)
+        if not match or child.is_symlink() or not child.is_dir():
+            continue
+        if lock_for is None:
+            if int(match.group("pid")) != os.getpid():
+                _remove_stale(child, left_by, log, removed)
+            continue
+        with file_lock(lock_for(match), wait=False) as unused:
+            if unused and child.is_dir():
+                _remove_stale(child, left_by, log, removed)
     return removed
+
+
+def _remove_stale(path: Path, left_by: str, log: Callable[[str], object], removed: list[Path]) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    log(f"removed {path.name}: left by {left_by}")
+    removed.append(path)

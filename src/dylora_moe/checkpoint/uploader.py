@@ -147,7 +147,10 @@ def _snapshot(source: Path, serial: int) -> Path:
     shutil.rmtree(snap, ignore_errors=True)
     for path in sorted(source.rglob("*")):
         target = snap / path.relative_to(source)
-        if path.is_dir() and not path.is_symlink():
+        if path.is_symlink():  # kept a link (a hard link would take the file it points to): publish refuses it
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(os.readlink(path), target)
+        elif path.is_dir():
             target.mkdir(parents=True, exist_ok=True)
         elif path.is_file():
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,6 @@ the checkpoint manifest before anyone may resume from them.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import re
@@ -21,13 +20,17 @@ from dylora_moe.cache_dirs import artifact_cache_dir
 from dylora_moe.checkpoint.manifest import (
     MANIFEST_NAME,
     CheckpointError,
+    clean_stale_temp_dirs,
     is_complete,
     publish_atomically,
     sha256_file,
     verify_checkpoint,
 )
+from dylora_moe.checkpoint.names import VERSION_RE, safe_name, safe_version
+from dylora_moe.files import file_lock
 
-VERSION_RE = re.compile(r"^v(\d+)$")
+# what a download into the cache writes next to <store>/<version> while it runs (see _download_locked)
+_CACHE_TEMP_RE = re.compile(r"^\.(?:tmp|old)-(?P<version>v\d+)-(?P<pid>\d+)$")
 
 
 @dataclass
@@ -50,6 +53,35 @@ class VersionInfo:
 def manifest_digest(ckpt_dir: str | Path) -> str:
     """The content identity of a checkpoint: sha256 of its manifest (which hashes every file)."""
     return sha256_file(Path(ckpt_dir) / MANIFEST_NAME)
+
+
+def checked_versions(versions: list[VersionInfo], where: str) -> list[VersionInfo]:
+    """`versions` as listed by a store, once every version and alias name is safe (see checkpoint/names.py)."""
+    for info in versions:
+        safe_version(info.version, where)
+        check_aliases(info.aliases, where)
+    return versions
+
+
+def check_aliases(aliases, where: str) -> list[str]:
+    """Aliases are names a store keeps and lists again: the same rule as every other stored name."""
+    return [safe_name(alias, "alias", where) for alias in aliases]
+
+
+def clean_cache_temporaries(log=print) -> list[Path]:
+    """Remove what killed downloads left in the artifact cache (of every store), leaving live downloads alone.
+
+    A download holds `<store>/.lock-<version>` while its `.tmp-<version>-<pid>` exists (and while the publish
+    moves an old copy aside to `.old-…`), so a temp whose lock is free belongs to a dead process.
+    """
+    root = artifact_cache_dir()
+    removed: list[Path] = []
+    for store_dir in sorted(root.iterdir()) if root.is_dir() else []:
+        if store_dir.is_dir() and not store_dir.is_symlink():
+            removed += clean_stale_temp_dirs(store_dir, log, _CACHE_TEMP_RE,
+                                             lambda match, d=store_dir: d / f".lock-{match.group('version')}",
+                                             "an interrupted download")
+    return removed
 
 
 def describe_versions(versions: list[VersionInfo]) -> str:
@@ -100,6 +132,7 @@ class CheckpointStore(ABC):
 
     def cache_dir_for(self, info: VersionInfo) -> Path:
         """Cache location keyed by store URI and version (versions are immutable, so this never goes stale)."""
+        safe_version(info.version, self.uri)
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", self.uri).strip("_")[:80]
         key = hashlib.sha256(self.uri.encode()).hexdigest()[:12]
         return artifact_cache_dir() / f"{slug}-{key}" / info.version
@@ -108,17 +141,20 @@ class CheckpointStore(ABC):
         """Fetch version `ref` into `dest` (default: the cache) and verify every file; reuse a verified copy.
 
         Concurrent downloads into the cache (several ranks on one machine) are serialised by a file
-        lock, so the later ones find the verified copy instead of replacing it under the first one's feet.
+        lock, so the later ones find the verified copy instead of replacing it under the first one's feet;
+        each first removes the temporaries that killed downloads left in the cache.
         """
         return self.download_version(self.resolve(ref), dest, log)
 
     def download_version(self, info: VersionInfo, dest: str | Path | None = None, log=print) -> Path:
         """`download` of an already resolved version."""
+        safe_version(info.version, self.uri)  # also names the remote path a store fetches from
         target = Path(dest) if dest is not None else self.cache_dir_for(info)
         target.parent.mkdir(parents=True, exist_ok=True)
         if dest is not None:
             return self._download_locked(info, target, True, log)
-        with _file_lock(target.parent / f".lock-{target.name}"):
+        clean_cache_temporaries(log)
+        with file_lock(target.parent / f".lock-{target.name}"):
             return self._download_locked(info, target, False, log)
 
     def _download_locked(self, info: VersionInfo, target: Path, explicit_dest: bool, log) -> Path:
@@ -154,22 +190,6 @@ class CheckpointStore(ABC):
         publish_atomically(tmp, target)
         log(f"downloaded {self.uri}:{info.version} ({info.size} bytes) to {target}")
         return target
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path):
-    """An exclusive advisory lock (POSIX flock); a no-op where fcntl does not exist."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    with open(path, "a+") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def _is_verified_copy(target: Path, info: VersionInfo) -> bool:

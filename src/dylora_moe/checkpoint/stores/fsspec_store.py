@@ -26,13 +26,16 @@ from fsspec.implementations.local import LocalFileSystem
 from dylora_moe.checkpoint.manifest import (
     MANIFEST_NAME,
     CheckpointError,
+    publish_files,
     read_manifest,
     safe_member,
     verify_checkpoint,
 )
+from dylora_moe.checkpoint.names import safe_version
 from dylora_moe.checkpoint.stores.base import (
     CheckpointStore,
     VersionInfo,
+    check_aliases,
     checkpoint_size,
     manifest_digest,
 )
@@ -76,6 +79,20 @@ class FsspecStore(CheckpointStore):
             raise CheckpointError(f"{self.uri}/{INDEX_NAME} is not valid JSON ({exc}); the store is damaged") from exc
         if not isinstance(index, dict) or index.get("format") != INDEX_FORMAT:
             raise CheckpointError(f"{self.uri}/{INDEX_NAME} is not a dylora-moe store index ({INDEX_FORMAT})")
+        return self._checked_index(index)
+
+    def _checked_index(self, index: dict) -> dict:
+        """The index once its shape and every name in it are safe: versions become local and remote paths."""
+        where = f"{self.uri}/{INDEX_NAME}"
+        versions, aliases = index.get("versions"), index.get("aliases")
+        if not isinstance(versions, list) or not all(isinstance(e, dict) for e in versions) \
+                or not isinstance(aliases, dict):
+            raise CheckpointError(f"{where} lacks its 'versions' list or 'aliases' table; the store is damaged")
+        for entry in versions:
+            safe_version(entry.get("version"), where)
+        check_aliases(aliases, where)
+        for version in aliases.values():
+            safe_version(version, where)
         return index
 
     def _write_index(self, index: dict) -> None:
@@ -107,6 +124,8 @@ class FsspecStore(CheckpointStore):
     def publish(self, local_dir, aliases=(), metadata=None) -> VersionInfo:
         local_dir = Path(local_dir)
         manifest = verify_checkpoint(local_dir)
+        files = publish_files(local_dir, manifest)
+        check_aliases(aliases, f"cannot publish to {self.uri}")
         metadata = dict(manifest["metadata"] if metadata is None else metadata)
         digest = manifest_digest(local_dir)
         index = self._read_index()
@@ -120,7 +139,7 @@ class FsspecStore(CheckpointStore):
                 "metadata": metadata,
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             }
-            self._upload_version(local_dir, manifest, existing["version"])
+            self._upload_version(local_dir, files, existing["version"])
             index["versions"].append(existing)
             index["aliases"]["latest"] = existing["version"]
         for alias in aliases:
@@ -129,17 +148,17 @@ class FsspecStore(CheckpointStore):
         self._write_index(index)  # last: this is the moment the version becomes visible
         return next(v for v in self.list_versions() if v.version == existing["version"])
 
-    def _upload_version(self, local_dir: Path, manifest: dict, version: str) -> None:
+    def _upload_version(self, local_dir: Path, files: list[str], version: str) -> None:
         staging = self._path("staging", uuid.uuid4().hex)
         final = self._path(version)
-        for rel in sorted(manifest["files"]) + [MANIFEST_NAME]:  # manifest last
+        for rel in files:  # manifest last
             self._put(local_dir / rel, posixpath.join(staging, rel))
         if self.fs.exists(final):  # leftover of an interrupted publish: never in the index, safe to drop
             self.fs.rm(final, recursive=True)
         if self._local:
             os.replace(staging, final)
             return
-        for rel in sorted(manifest["files"]) + [MANIFEST_NAME]:  # server-side copies, file by file
+        for rel in files:  # server-side copies, file by file
             self.fs.copy(posixpath.join(staging, rel), posixpath.join(final, rel))
         self.fs.rm(staging, recursive=True)
         self.fs.invalidate_cache()

@@ -18,7 +18,6 @@ import threading
 import uuid
 from pathlib import Path
 
-from dylora_moe.checkpoint.manifest import COMPLETE_MARKER
 from dylora_moe.checkpoint.stores.base import VersionInfo
 from dylora_moe.checkpoint.stores.wandb_auth import wandb_is_offline
 
@@ -58,19 +57,17 @@ class SdkBackend:
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ publish
-    def log_checkpoint(self, path: str, local_dir: Path, aliases: list[str], metadata: dict) -> str:
+    def log_checkpoint(self, path: str, local_dir: Path, files: list[str], aliases: list[str], metadata: dict) -> str:
         import wandb
 
         entity, project, name = path.split("/")
         run = self._run_for(entity, project)
         offline = _run_is_offline(run)
         artifact = wandb.Artifact(name, type=ARTIFACT_TYPE, metadata=metadata)
-        for child in sorted(local_dir.rglob("*")):
-            rel = child.relative_to(local_dir).as_posix()
-            if child.is_file() and rel != COMPLETE_MARKER:
-                copy = offline or self.copy_online
-                artifact.add_file(str(child), name=rel, skip_cache=not self.copy_online,
-                                  policy="mutable" if copy else "immutable")
+        copy = offline or self.copy_online
+        for rel in files:  # the manifest's files by name (checked by the store: no links, nothing else)
+            artifact.add_file(str(local_dir / rel), name=rel, skip_cache=not self.copy_online,
+                              policy="mutable" if copy else "immutable")
         logged = run.log_artifact(artifact, aliases=list(aliases))
         if offline:
             return OFFLINE_VERSION

@@ -13,10 +13,13 @@ from pathlib import Path
 from typing import Protocol
 
 from dylora_moe.checkpoint.json_safe import json_safe
-from dylora_moe.checkpoint.manifest import MANIFEST_NAME, CheckpointError, verify_checkpoint
+from dylora_moe.checkpoint.manifest import MANIFEST_NAME, CheckpointError, publish_files, verify_checkpoint
+from dylora_moe.checkpoint.names import safe_name
 from dylora_moe.checkpoint.stores.base import (
     CheckpointStore,
     VersionInfo,
+    check_aliases,
+    checked_versions,
     checkpoint_size,
     describe_versions,
     manifest_digest,
@@ -35,8 +38,9 @@ from dylora_moe.errors import UserError
 class WandbBackend(Protocol):
     """The narrow seam to the W&B server."""
 
-    def log_checkpoint(self, path: str, local_dir: Path, aliases: list[str], metadata: dict) -> str:
-        """Log local_dir as a version of artifact `path` (entity/project/name); return its version label."""
+    def log_checkpoint(self, path: str, local_dir: Path, files: list[str], aliases: list[str], metadata: dict) -> str:
+        """Log `files` (paths relative to local_dir, nothing else) as a version of artifact `path`
+        (entity/project/name); return its version label."""
 
     def list_versions(self, path: str) -> list[VersionInfo]:
         """Versions of collection `path`, oldest first; raise CollectionNotFound when it does not exist."""
@@ -55,16 +59,20 @@ class WandbStore(CheckpointStore):
         self.entity, self.project, self.name = entity, project, name
         self.path = f"{entity}/{project}/{name}"
         self.uri = f"wandb://{self.path}"
+        for part, what in ((entity, "W&B entity"), (project, "W&B project"), (name, "W&B artifact name")):
+            safe_name(part, what, self.uri)
         self.backend = backend or BACKEND or SdkBackend()
 
     def publish(self, local_dir, aliases=(), metadata=None) -> VersionInfo:
         local_dir = Path(local_dir)
         manifest = verify_checkpoint(local_dir)
+        files = publish_files(local_dir, manifest)  # by name: never a file outside the manifest, never a link
+        check_aliases(aliases, f"cannot publish to {self.uri}")
         metadata = json_safe(dict(manifest["metadata"] if metadata is None else metadata))
         digest = manifest_digest(local_dir)
         metadata["manifest_sha256"] = digest  # lets a download be matched to its cached copy
         version = self._call(
-            lambda: self.backend.log_checkpoint(self.path, local_dir, list(aliases), metadata), "upload"
+            lambda: self.backend.log_checkpoint(self.path, local_dir, files, list(aliases), metadata), "upload"
         )
         return VersionInfo(
             version=version,
@@ -87,9 +95,10 @@ class WandbStore(CheckpointStore):
                 f"{wandb_mode()}; unset WANDB_MODE"
             )
         try:
-            return self._call(lambda: self.backend.list_versions(self.path), "list")
+            versions = self._call(lambda: self.backend.list_versions(self.path), "list")
         except CollectionNotFound:
             return []
+        return checked_versions(versions, self.uri)
 
     def resolve(self, ref: str | None = None) -> VersionInfo:
         versions = self.list_versions()
