@@ -8,7 +8,7 @@ import socket
 import pytest
 from ckpt_helpers import make_checkpoint
 
-from dylora_moe.checkpoint.manifest import CheckpointError, verify_checkpoint
+from dylora_moe.checkpoint.manifest import COMPLETE_MARKER, CheckpointError, verify_checkpoint
 from dylora_moe.checkpoint.resolve import fetch_checkpoint
 from dylora_moe.checkpoint.stores.fsspec_store import FsspecStore
 from dylora_moe.checkpoint.stores.uri import open_store
@@ -121,3 +121,54 @@ def test_reader_mid_upload_and_corruption(remote_uri, tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match=r":v1 failed verification: file trainer_state\.json fails its sha256"):
         store.download("v1", tmp_path / "dl", log=lambda m: None)
     assert not (tmp_path / "dl").exists()
+
+
+@pytest.mark.parametrize("name", ["v0/../../../victim", "ABS", "v0\x00", ""], ids=["dotdot", "absolute", "nul", "empty"])
+def test_unsafe_version_name_in_a_remote_index_is_one_error_and_touches_nothing(remote_uri, tmp_path, name):
+    """The bucket owner writes index.json: its version names must not choose a local directory to replace."""
+    import json
+
+    victim = tmp_path / "victim"  # <cache>/<store>/v0/../../../victim is this directory
+    victim.mkdir()
+    (victim / "notes.txt").write_text("the user's notes\n")
+    name = str(victim) if name == "ABS" else name
+    store, _ = open_store(remote_uri)
+    source = make_checkpoint(tmp_path / "out", 10)
+    store.publish(source)
+    if name.startswith("v0/") and remote_uri.startswith("s3://"):  # S3 keys are literal: the owner serves a whole
+        # checkpoint under that name, which (before names were checked) replaced the victim; the GCS emulator
+        # refuses such object names
+        for path in sorted(source.rglob("*")):
+            if path.is_file() and path.name != COMPLETE_MARKER:
+                store.fs.put_file(str(path), f"{store.root}/{name}/{path.relative_to(source).as_posix()}")
+    index = json.loads(store.fs.cat_file(f"{store.root}/index.json"))
+    index["versions"][0]["version"] = name
+    index["versions"][0]["digest"] = ""
+    index["aliases"] = {"evil": name}
+    store.fs.pipe_file(f"{store.root}/index.json", json.dumps(index).encode())
+    problem = {"v0\x00": "contains NUL", "": "empty"}.get(name, "contains a path separator")
+    expected = (f"{remote_uri}/index.json: unsafe version name {name!r} ({problem}); refused before it is used as a "
+                "path — the store or checkpoint is damaged or not trustworthy")
+    with pytest.raises(CheckpointError) as info:
+        fetch_checkpoint(f"{remote_uri}:evil", log=lambda m: None)
+    assert str(info.value) == expected
+    with pytest.raises(CheckpointError) as info:
+        open_store(remote_uri)[0].download(None, tmp_path / "dest", log=lambda m: None)
+    assert str(info.value) == expected
+    assert (victim / "notes.txt").read_text() == "the user's notes\n" and sorted(victim.iterdir()) == [victim / "notes.txt"]
+    assert not (tmp_path / "dest").exists()
+
+
+def test_remote_publish_refuses_a_symlinked_manifest_file(remote_uri, tmp_path):
+    ckpt = make_checkpoint(tmp_path / "out", 10)
+    host = tmp_path / "host-copy.json"
+    host.write_bytes((ckpt / "trainer_state.json").read_bytes())  # same bytes: only the link is wrong
+    (ckpt / "trainer_state.json").unlink()
+    (ckpt / "trainer_state.json").symlink_to(host)
+    store, _ = open_store(remote_uri)
+    with pytest.raises(CheckpointError) as info:
+        store.publish(ckpt, ["best"])
+    assert str(info.value) == (
+        f"cannot publish {ckpt}: trainer_state.json is a symbolic link (to {host}); a store upload takes only the "
+        "checkpoint's own files — replace the link by a copy of the file")
+    assert store.list_versions() == [] and not store.fs.exists(f"{store.root}/staging")
