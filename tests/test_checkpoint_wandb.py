@@ -179,3 +179,30 @@ def test_live_wandb_round_trip(tmp_path, monkeypatch):
     assert info.version.startswith("v")
     got = fetch_checkpoint(f"{entity}/{project}/dylora-moe-live-test:{info.version}", log=lambda m: None)
     assert (got / "adapter.safetensors").read_bytes() == (ckpt / "adapter.safetensors").read_bytes()
+
+
+@pytest.mark.parametrize("version", ["v0/../../../victim", "/abs/victim", "v0\x00", ""])
+def test_unsafe_version_from_the_wandb_server_is_one_error_and_touches_nothing(online, tmp_path, version):
+    """What the server answers is untrusted: a version label must not pick a local directory to replace."""
+    victim = tmp_path / "victim"  # <cache>/<store>/v0/../../../victim is this directory
+    victim.mkdir()
+    (victim / "notes.txt").write_text("the user's notes\n")
+    version = str(victim) if version == "/abs/victim" else version
+    WandbStore("ent", "proj", "ckpt").publish(make_checkpoint(tmp_path / "out", 10), ["best"])
+    online.collections["ent/proj/ckpt"][0]["version"] = version
+    with pytest.raises(CheckpointError) as info:
+        fetch_checkpoint("ent/proj/ckpt:best", log=lambda m: None)
+    assert str(info.value).startswith(f"wandb://ent/proj/ckpt: unsafe version name {version!r} (")
+    assert sorted(p.name for p in victim.iterdir()) == ["notes.txt"]
+    assert online.downloads == 0
+
+
+def test_unsafe_alias_is_refused_before_upload_and_from_the_server(online, tmp_path):
+    ckpt = make_checkpoint(tmp_path / "out", 10)
+    with pytest.raises(CheckpointError, match=r"^cannot publish to wandb://ent/proj/ckpt: unsafe alias 'a/\.\.' \("):
+        WandbStore("ent", "proj", "ckpt").publish(ckpt, ["a/.."])
+    assert online.uploads == 0
+    WandbStore("ent", "proj", "ckpt").publish(ckpt, ["best"])
+    online.collections["ent/proj/ckpt"][0]["aliases"].add("bad\x00alias")
+    with pytest.raises(CheckpointError, match=r"^wandb://ent/proj/ckpt: unsafe alias 'bad\\x00alias' \(contains NUL\)"):
+        WandbStore("ent", "proj", "ckpt").list_versions()

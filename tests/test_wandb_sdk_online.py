@@ -184,3 +184,33 @@ def test_disabled_mode_says_nothing_is_uploaded(monkeypatch):
 def test_sanitized_config_keeps_token_counts_drops_secrets():
     config = {"eval_max_new_tokens": 64, "max_tokens": 8, "hf_token": "x", "wandb_api_key": "y", "secret": "z"}
     assert sanitized_config(config) == {"eval_max_new_tokens": 64, "max_tokens": 8}
+
+
+def test_publish_uploads_only_the_manifest_files_and_refuses_a_symlinked_one(wandb_server, tmp_path):
+    """The docs' recovery command on a checkpoint dir holding an extra file and a link to a host file."""
+    from dylora_moe.checkpoint.stores.uri import open_store
+
+    secret = tmp_path / "host-secret.txt"
+    secret.write_text("HOST SECRET that must not leave the machine\n")
+    ckpt = make_checkpoint(tmp_path / "out", 10)
+    (ckpt / "extra.log").write_text("written after the save, not in the manifest\n")
+    (ckpt / "link.txt").symlink_to(secret)
+    store = open_store("wandb://ent/proj/ckpt")[0]
+    assert store.publish(ckpt, ["latest"]).version == "v0"
+    store.close()
+    collection = wandb_server.state.collections[("ent", "proj", "ckpt")]
+    uploaded = sorted(wandb_server.state.manifest_of(collection.versions[0])["contents"])
+    assert uploaded == ["adapter.safetensors", "experts/expert_0.bin", "manifest.json", "trainer_state.json"]
+    assert not [key for key, blob in wandb_server.state.blobs.items() if b"HOST SECRET" in blob]
+
+    other = make_checkpoint(tmp_path / "out2", 20)
+    host_copy = tmp_path / "host-state.json"
+    host_copy.write_bytes((other / "trainer_state.json").read_bytes())  # same bytes: the manifest still verifies
+    (other / "trainer_state.json").unlink()
+    (other / "trainer_state.json").symlink_to(host_copy)
+    with pytest.raises(CheckpointError) as info:
+        WandbStore("ent", "proj", "ckpt").publish(other, ["latest"])
+    assert str(info.value) == (
+        f"cannot publish {other}: trainer_state.json is a symbolic link (to {host_copy}); a store upload takes only "
+        "the checkpoint's own files — replace the link by a copy of the file")
+    assert committed(wandb_server, "ent/proj/ckpt") == [("v0", ["latest"])]
