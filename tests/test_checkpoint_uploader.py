@@ -145,3 +145,20 @@ def test_checkpoint_rotated_away_while_queued_still_uploads(tmp_path):
     got = store.download("step-10", tmp_path / "dl", log=lambda m: None)
     assert (got / "adapter.safetensors").read_bytes() == payload
     assert list(out.iterdir()) == []  # the hard-link snapshot is gone too
+
+
+def test_symlink_in_a_queued_checkpoint_stays_a_link_and_is_refused(tmp_path):
+    """The hard-link snapshot must not turn a link into a copy of the host file it points to."""
+    ckpt = make_checkpoint(tmp_path / "out", 10)
+    host = tmp_path / "host-state.json"
+    host.write_bytes((ckpt / "trainer_state.json").read_bytes())  # same bytes: the manifest still verifies
+    (ckpt / "trainer_state.json").unlink()
+    (ckpt / "trainer_state.json").symlink_to(host)
+    store = FsspecStore(str(tmp_path / "store"))
+    up = BackgroundUploader(store, max_attempts=1, log=lambda m: None, sleep=lambda s: None)
+    up.submit(ckpt)
+    failures = up.close()
+    assert [f.error.split(": ", 1)[1] for f in failures] == [
+        f"trainer_state.json is a symbolic link (to {host}); a store upload takes only the checkpoint's own files "
+        "— replace the link by a copy of the file"]
+    assert store.list_versions() == []
