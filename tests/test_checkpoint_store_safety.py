@@ -55,7 +55,8 @@ def _victim(tmp_path: Path) -> Path:
 
 
 def _victim_intact(victim: Path) -> bool:
-    return (victim / "notes.txt").read_text() == "the user's notes\n" and verify_checkpoint(victim, require_complete=False) is not None
+    notes = (victim / "notes.txt").read_text() == "the user's notes\n"
+    return notes and verify_checkpoint(victim, require_complete=False) is not None
 
 
 def _tamper_index(root: Path, version, alias: str = "evil") -> None:

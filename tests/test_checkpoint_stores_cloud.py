@@ -123,7 +123,8 @@ def test_reader_mid_upload_and_corruption(remote_uri, tmp_path, monkeypatch):
     assert not (tmp_path / "dl").exists()
 
 
-@pytest.mark.parametrize("name", ["v0/../../../victim", "ABS", "v0\x00", ""], ids=["dotdot", "absolute", "nul", "empty"])
+@pytest.mark.parametrize("name", ["v0/../../../victim", "ABS", "v0\x00", ""],
+                         ids=["dotdot", "absolute", "nul", "empty"])
 def test_unsafe_version_name_in_a_remote_index_is_one_error_and_touches_nothing(remote_uri, tmp_path, name):
     """The bucket owner writes index.json: its version names must not choose a local directory to replace."""
     import json
@@ -155,7 +156,8 @@ def test_unsafe_version_name_in_a_remote_index_is_one_error_and_touches_nothing(
     with pytest.raises(CheckpointError) as info:
         open_store(remote_uri)[0].download(None, tmp_path / "dest", log=lambda m: None)
     assert str(info.value) == expected
-    assert (victim / "notes.txt").read_text() == "the user's notes\n" and sorted(victim.iterdir()) == [victim / "notes.txt"]
+    assert sorted(victim.iterdir()) == [victim / "notes.txt"]
+    assert (victim / "notes.txt").read_text() == "the user's notes\n"
     assert not (tmp_path / "dest").exists()
 
 

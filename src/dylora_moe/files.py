@@ -43,11 +43,12 @@ def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8
 def file_lock(path: str | os.PathLike, wait: bool = True) -> Iterator[bool]:
     """Hold an exclusive flock on `path` (created if missing); yields False, holding nothing, when `wait` is False
     and another open file holds it. The kernel drops the lock when its process dies, so a killed holder never
-    leaves a lock behind. A no-op that yields True where fcntl does not exist."""
+    leaves a lock behind. Where fcntl does not exist nothing is locked: a waiting caller goes on (True), one that
+    asks whether the lock is free is told it is not (False), so nothing is judged stale there."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
-        yield True
+        yield wait
         return
     with open(path, "a+") as handle:
         try:

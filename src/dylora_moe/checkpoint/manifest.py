@@ -283,7 +283,7 @@ def clean_stale_temp_dirs(
     lock_for: Callable[[re.Match], Path] | None = None,
     left_by: str = "an interrupted checkpoint save",
 ) -> list[Path]:
-    """Remove temp dirs matching `pattern` (default: `.tmp-` / `.old-` / `.upload-checkpoint-*`) left by a killed process.
+    """Remove temp dirs matching `pattern` (default `.tmp-`/`.old-`/`.upload-checkpoint-*`) left by a killed process.
 
     Why: an interrupted save or download leaves its temp dir behind; it can never become a checkpoint (only
     publish_atomically marks complete), so the next run or download deletes it to reclaim the disk space.
@@ -303,9 +303,12 @@ def clean_stale_temp_dirs(
             if int(match.group("pid")) != os.getpid():
                 _remove_stale(child, left_by, log, removed)
             continue
-        with file_lock(lock_for(match), wait=False) as unused:
-            if unused and child.is_dir():
-                _remove_stale(child, left_by, log, removed)
+        try:
+            with file_lock(lock_for(match), wait=False) as unused:
+                if unused and child.is_dir():
+                    _remove_stale(child, left_by, log, removed)
+        except OSError:  # its lock cannot be opened (a directory of another user): not ours to judge
+            continue
     return removed
 
 
