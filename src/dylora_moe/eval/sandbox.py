@@ -22,6 +22,7 @@ from dylora_moe.cloud.secrets import may_hold_secret
 from dylora_moe.errors import UserError
 from dylora_moe.eval.isolation import GUARD, NAMESPACES, Isolation, detect, sandbox_command, write_seccomp
 
+MAX_TIMEOUT_S = 3600.0  # seconds per program: above this a timeout guards nothing (and inf overflows the limits)
 PASSED = "passed"
 FAILED = "failed"
 TIMED_OUT = "timed out"
@@ -41,6 +42,11 @@ class SandboxConfig:
     site_packages: bool = True  # False adds -S: faster start, stdlib only
     isolation: str = "auto"  # "auto": namespaces where available, else the guard with a warning; or either
     bwrap: str = "bwrap"  # the bubblewrap executable
+
+    def __post_init__(self) -> None:
+        if not 0 < self.timeout_s <= MAX_TIMEOUT_S:  # also false for nan
+            raise UserError(f"--timeout {self.timeout_s!r} is out of range; expected seconds per program with "
+                            f"0 < --timeout <= {MAX_TIMEOUT_S:g}")
 
 
 @dataclass(frozen=True)
