@@ -1,11 +1,13 @@
 """The operating-system layer of the sandbox: Linux namespaces and seccomp through bubblewrap (`bwrap`).
 
 Each program gets its own user, pid, network, mount, IPC, UTS and cgroup namespaces: it sees only its own
-processes and a fresh `/proc` (not the harness's environment or command line), has no network, a private
-`/tmp`, a read-only view of the file system with the home directories hidden (where `.netrc` and token caches
-live), and only its working directory (a size-capped tmpfs) writable. It runs as uid 65534 inside, with no
-capabilities, no nested user namespaces, and a seccomp filter that forbids starting processes. When the
-namespace dies (the program exits, or the harness kills it) every process in it dies too.
+processes and a fresh `/proc` (not the harness's environment or command line), has no network, a read-only
+view of the file system with the home directories (where `.netrc` and token caches live), `/tmp` and `/var/tmp`
+hidden (only the interpreter's own paths are bound back), and only its working directory (a size-capped tmpfs)
+writable. It runs as uid 65534 inside, with no capabilities, no nested user namespaces, and a seccomp filter
+that forbids starting processes; a root harness runs bubblewrap as uid 65534 outside too, so root-only files
+stay unreadable. When the namespace dies (the program exits, or the harness kills it) every process in it
+dies too.
 
 Where bubblewrap is missing or the kernel refuses (no user namespaces), `detect()` says so once, loudly,
 and the sandbox falls back to the Python-level guard alone.
