@@ -101,7 +101,7 @@ def _drop_root(bwrap: str, binds: list[str]) -> tuple[list[str], list[tuple[str,
     Inside its user namespace the sandbox's uid maps to the harness's uid outside: for root, that is root, the
     owner of `/etc/shadow` and of every 0600 root file. So bubblewrap runs as nobody; paths nobody cannot reach
     (an interpreter under root's 0700 home) are first bound, as root, into a private mount namespace's `/tmp`
-    (an outer bubblewrap with no other namespaces), from where the inner one shows them read-only.
+    (an outer bubblewrap with only its own mount and pid namespaces), from where the inner one shows them.
     """
     setpriv = shutil.which("setpriv")
     if setpriv is None:
