@@ -34,13 +34,24 @@ def base(tmp_path_factory) -> str:
     return save_micro_base(tmp_path_factory.mktemp("base") / "micro")
 
 
+def _sandbox_visible(path: Path) -> bool:
+    """Not under what the sandbox hides (temporary and home directories): a CI clone lives under /tmp."""
+    hidden = {os.path.realpath(h) for h in ("/tmp", "/var/tmp", "/root", "/home", os.path.expanduser("~"))} - {"/"}
+    real = os.path.realpath(path)
+    return not any(real == h or real.startswith(h + "/") for h in hidden)
+
+
 @pytest.fixture()
 def host_dir():
-    """A host directory outside /tmp, for sandbox tests (the sandbox's /tmp is private: /tmp proves nothing)."""
+    """A host directory the sandbox can see (its /tmp and home directories are private: there a test proves
+    nothing): beside the tests, or, for a clone under /tmp, in /var/cache where that is writable."""
     import shutil
     import tempfile
 
-    path = Path(tempfile.mkdtemp(prefix=".sandbox-victim-", dir=REPO_ROOT / "tests"))
+    candidates = [REPO_ROOT / "tests", Path("/var/cache")]
+    parent = next((c for c in candidates if _sandbox_visible(c) and os.access(c, os.W_OK)), candidates[0])
+    path = Path(tempfile.mkdtemp(prefix=".sandbox-victim-", dir=parent))
+    path.chmod(0o755)  # world-readable like a checkout: the sandbox runs as uid 65534, it must see what it may not do
     try:
         yield path
     finally:

@@ -152,3 +152,48 @@ def test_training_callback_uses_the_model_in_memory(pair, tmp_path: Path) -> Non
     assert lines[0].startswith("benchmarks at epoch1 (step 7):\nbenchmark  problems  n  pass@1\n")
     with pytest.raises(UserError, match=r"^eval timing 'always' is not known; expected 'end' or 'epoch'$"):
         BenchmarkEvalCallback(tokenizer, "humaneval", tmp_path, when="always")
+
+
+@pytest.mark.parametrize("timeout", ["inf", "nan", "1e300", "0", "-1"])
+def test_cli_timeout_out_of_range_fails_before_any_work(timeout: str, shared_data: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    # the tiny base would load and generate first, then crash on the timeout and lose the completions
+    out = tmp_path / "r.json"
+    code = main(["eval", "--model", "tiny", "--base-model", "--benchmarks", "mbpp", "--mbpp_path",
+                 str(shared_data / "mbpp.jsonl"), "--limit", "1", "--timeout", timeout, "--output", str(out)])
+    assert code == 2
+    shown = repr(float(timeout))
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: --timeout {shown} is out of range; expected seconds per program with 0 < --timeout <= 3600"]
+    assert not out.exists()
+
+
+def test_cli_n_is_bounded_before_any_work(shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # a billion samples per problem would grow the request list until the OOM killer ends the run
+    out = tmp_path / "r.json"
+    code = main(["eval", "--model", "tiny", "--base-model", "--benchmarks", "mbpp", "--mbpp_path",
+                 str(shared_data / "mbpp.jsonl"), "--limit", "1", "--n", "1000000000", "--temperature", "0.8",
+                 "--output", str(out)])
+    assert code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "error: --n 1000000000 is too large; expected 1 <= --n <= 1000 samples per problem"]
+    assert not out.exists()
+
+
+def test_completions_are_saved_before_execution(pair, shared_data: Path, tmp_path: Path) -> None:
+    # an interrupt (or any error) while the programs run must not lose the generated completions
+    model, tokenizer = pair
+    kwargs = dict(limit=2, max_new_tokens=6, batch_size=2, mbpp_path=shared_data / "mbpp.jsonl", log_wandb=False)
+    full = evaluate(model, tokenizer, "mbpp", **kwargs)
+
+    def interrupt(stage: str, done: int, total: int) -> None:
+        if stage.endswith("execute"):
+            raise KeyboardInterrupt
+
+    out = tmp_path / "r.json"
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(model, tokenizer, "mbpp", output=out, progress=interrupt, **kwargs)
+    saved = json.loads(out.read_text())["benchmarks"]["mbpp"]
+    assert saved["status"] == "generated; not executed (the run stopped before execution finished)"
+    assert [(p["task_id"], p["completions"]) for p in saved["problems"]] == [
+        (p["task_id"], p["completions"]) for p in full["benchmarks"]["mbpp"]["problems"]]

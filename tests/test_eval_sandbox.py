@@ -153,3 +153,16 @@ def test_no_thread_leaks_in_the_harness() -> None:
     before = threading.active_count()
     execute_programs(["pass"] * 4, FAST, workers=2)
     assert threading.active_count() == before
+
+
+def test_reasons_redact_secrets_not_every_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = "wandb-secret-0123456789abcdef"
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.setenv("HF_HOME", "/opt/hf-cache")
+    monkeypatch.setenv("WANDB_API_KEY", secret)
+    assert run_program("import socket\nsocket.socket()", FAST) == ExecutionResult(
+        "failed", "PermissionError: network access is disabled in the sandbox")
+    assert run_program("raise ValueError('/opt/hf-cache')", FAST) == ExecutionResult(
+        "failed", "ValueError: /opt/hf-cache")
+    assert run_program(f"raise ValueError('key {secret}')", FAST) == ExecutionResult(
+        "failed", "ValueError: key <WANDB_API_KEY redacted>")

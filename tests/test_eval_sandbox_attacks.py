@@ -279,3 +279,99 @@ def test_program_dies_with_a_killed_harness() -> None:
         for pid in _alive(started):
             os.kill(pid, signal.SIGKILL)
     assert gone, "the sandboxed program outlived the harness that was killed"
+
+
+@pytest.fixture()
+def tmp_interpreters():
+    """A directory under /tmp (the harness's /tmp, which the sandbox hides) for interpreters, and beside them a
+    file the program must not see."""
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="dylora-interpreter-test-", dir="/tmp"))
+    (path / "harness-file.txt").write_text("not for the sandbox")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _sees_only(python: str, top: Path) -> str:
+    """A program that passes when it runs under `python` and sees nothing of `top` but the interpreter."""
+    return textwrap.dedent(f"""
+        import os, sys
+        assert sys.executable == {python!r}, sys.executable
+        assert not os.path.exists({str(top / 'harness-file.txt')!r})
+        seen = sorted(os.listdir({str(top)!r}))
+        assert seen in (['.venv'], ['python']), seen
+    """)
+
+
+def test_a_venv_under_tmp_runs_in_the_sandbox(tmp_interpreters: Path) -> None:
+    # CI runs from a clone under /tmp: the sandbox's private /tmp must still show the interpreter, only it
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages",
+                    str(tmp_interpreters / ".venv")], check=True, timeout=120)
+    python = str(tmp_interpreters / ".venv" / "bin" / "python")
+    config = SandboxConfig(timeout_s=10.0, isolation="namespaces", python=python)
+    assert run_program(_sees_only(python, tmp_interpreters), config) == ExecutionResult("passed", "")
+
+
+def test_a_symlinked_interpreter_under_tmp_runs_in_the_sandbox(tmp_interpreters: Path) -> None:
+    python = str(tmp_interpreters / "python")
+    os.symlink(sys.executable, python)
+    config = SandboxConfig(timeout_s=10.0, isolation="namespaces", python=python)
+    assert run_program(_sees_only(python, tmp_interpreters), config) == ExecutionResult("passed", "")
+
+
+_NOBODY = {"user": 65534, "group": 65534, "extra_groups": []}  # a normal user's harness, no root groups
+
+
+def _python_for_nobody() -> str:
+    """An interpreter uid 65534 can run (this one may live under root's 0700 home), for a normal-user harness."""
+    import shutil
+
+    for candidate in filter(None, (sys.executable, shutil.which("python3"), "/usr/bin/python3")):
+        try:
+            runs = subprocess.run([candidate, "-c", "import sys; assert sys.version_info >= (3, 11)"],
+                                  capture_output=True, timeout=60, cwd="/", **_NOBODY).returncode == 0
+        except PermissionError:  # the interpreter is under a directory that uid cannot enter
+            runs = False
+        if runs:
+            return candidate
+    pytest.fail("no Python >= 3.11 that uid 65534 can run (needed to run the harness as a normal user)")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 and not os.environ.get("CI"),
+                    reason="needs root to make a root-only file (CI runs as root)")
+@pytest.mark.parametrize("harness_user", ["root", "nobody"])
+def test_root_only_files_are_unreadable(harness_user: str, host_dir: Path) -> None:
+    # a root harness maps the sandbox's uid to root outside unless it drops: owner rights on root's files
+    (host_dir / "public.txt").write_text("world-readable")
+    (host_dir / "public.txt").chmod(0o644)
+    private = host_dir / "private"
+    private.mkdir(mode=0o700)
+    (private / "key.txt").write_text(SECRET)
+    (private / "key.txt").chmod(0o600)
+    program = textwrap.dedent(f"""
+        assert open({str(host_dir / 'public.txt')!r}).read() == 'world-readable'
+        for path in ('/etc/shadow', {str(private / 'key.txt')!r}, {str(private)!r} + '/.'):
+            try:
+                open(path).read()
+            except PermissionError:
+                continue
+            except IsADirectoryError:
+                raise AssertionError(f'{{path}} is reachable')
+            raise AssertionError(f'{{path}} is readable')
+    """)
+    harness = textwrap.dedent(f"""
+        import json
+        from dylora_moe.eval.sandbox import SandboxConfig, run_program
+        print(json.dumps(run_program({program!r}, SandboxConfig(timeout_s=10.0, isolation='namespaces')).to_dict()))
+    """)
+    python, drop = (sys.executable, {}) if harness_user == "root" else (_python_for_nobody(), _NOBODY)
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {"PATH": os.defpath, "HOME": os.environ.get("HOME", "/root"), "PYTHONPATH": src}
+    done = subprocess.run([python, "-c", harness], capture_output=True, text=True, env=env, timeout=60, cwd="/",
+                          **drop)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == {"status": "passed", "reason": ""}

@@ -19,6 +19,8 @@ KNOWN_SECRET_NAMES = frozenset(
     {"WANDB_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HUGGINGFACE_HUB_TOKEN", "GITHUB_TOKEN"}
 )
 _SECRET_SUFFIXES = ("_API_KEY", "_TOKEN", "_SECRET", "_PASSWORD", "_ACCESS_KEY", "_SECRET_KEY")
+# Words in a name that may carry a credential, wherever they appear: the broader test, for scrubbing output.
+_SECRET_WORDS = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _RESOURCE = re.compile(r"^projects/[^/\s]+/secrets/[^/\s]+(/versions/[^/\s]+)?$")
 
@@ -27,6 +29,12 @@ def looks_secret(name: str) -> bool:
     """True for env names that carry credentials (a literal value for them is refused)."""
     upper = name.upper()
     return upper in KNOWN_SECRET_NAMES or upper.endswith(_SECRET_SUFFIXES)
+
+
+def may_hold_secret(name: str) -> bool:
+    """True for env names whose values are scrubbed from output (`looks_secret` and any name with KEY, TOKEN,
+    SECRET, PASSWORD or CREDENTIAL in it): a false positive only hides a value, a miss leaks one."""
+    return looks_secret(name) or bool(_SECRET_WORDS.search(name))
 
 
 def check_env_name(name: str, flag: str) -> None:

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from dylora_moe.errors import UserError
 
 
+MAX_SAMPLES = 1000  # per problem: pass@k papers use up to 200; far more only fills memory
+
+
 @dataclass(frozen=True)
 class GenerationConfig:
     """temperature 0 means greedy (then n must be 1: greedy samples would all be the same)."""
@@ -28,6 +31,8 @@ class GenerationConfig:
         if self.n < 1 or self.batch_size < 1 or self.max_new_tokens < 1:
             raise UserError(f"n, batch_size and max_new_tokens must be >= 1, got n={self.n}, "
                             f"batch_size={self.batch_size}, max_new_tokens={self.max_new_tokens}")
+        if self.n > MAX_SAMPLES:
+            raise UserError(f"--n {self.n} is too large; expected 1 <= --n <= {MAX_SAMPLES} samples per problem")
         if self.temperature < 0 or not 0 < self.top_p <= 1:
             raise UserError(f"expected temperature >= 0 and 0 < top_p <= 1, got temperature={self.temperature}, "
                             f"top_p={self.top_p}")

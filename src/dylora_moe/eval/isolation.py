@@ -1,11 +1,13 @@
 """The operating-system layer of the sandbox: Linux namespaces and seccomp through bubblewrap (`bwrap`).
 
 Each program gets its own user, pid, network, mount, IPC, UTS and cgroup namespaces: it sees only its own
-processes and a fresh `/proc` (not the harness's environment or command line), has no network, a private
-`/tmp`, a read-only view of the file system with the home directories hidden (where `.netrc` and token caches
-live), and only its working directory (a size-capped tmpfs) writable. It runs as uid 65534 inside, with no
-capabilities, no nested user namespaces, and a seccomp filter that forbids starting processes. When the
-namespace dies (the program exits, or the harness kills it) every process in it dies too.
+processes and a fresh `/proc` (not the harness's environment or command line), has no network, a read-only
+view of the file system with the home directories (where `.netrc` and token caches live), `/tmp` and `/var/tmp`
+hidden (only the interpreter's own paths are bound back), and only its working directory (a size-capped tmpfs)
+writable. It runs as uid 65534 inside, with no capabilities, no nested user namespaces, and a seccomp filter
+that forbids starting processes; a root harness runs bubblewrap as uid 65534 outside too, so root-only files
+stay unreadable. When the namespace dies (the program exits, or the harness kills it) every process in it
+dies too.
 
 Where bubblewrap is missing or the kernel refuses (no user namespaces), `detect()` says so once, loudly,
 and the sandbox falls back to the Python-level guard alone.
@@ -25,7 +27,7 @@ from dylora_moe.eval.seccomp import no_new_processes_filter
 
 NAMESPACES = "namespaces"
 GUARD = "python-guard"
-_SANDBOX_UID = "65534"  # nobody, inside the user namespace
+_NOBODY = "65534"  # the sandbox's uid and gid inside; a root harness's outside too
 
 
 @dataclass(frozen=True)
@@ -43,12 +45,12 @@ class Isolation:
 
 
 def _interpreter_paths(python: str) -> list[str]:
-    """Where the interpreter reads from (prefixes and sys.path): these must stay visible in the sandbox."""
+    """Where the interpreter reads from (the executable, prefixes and sys.path), as it names them: these must
+    stay visible in the sandbox, symlinks included."""
     probe = "import json, sys; print(json.dumps([sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path]))"
     out = subprocess.run([python, "-s", "-c", probe], capture_output=True, text=True, timeout=30, check=True,
                          env={"PATH": os.defpath})
-    paths = [os.path.realpath(p) for p in json.loads(out.stdout) if p]
-    return [os.path.dirname(os.path.realpath(python)), *paths]
+    return [os.path.abspath(python), *(os.path.abspath(p) for p in json.loads(out.stdout) if p)]
 
 
 def _under(path: str, top: str) -> bool:
@@ -56,34 +58,74 @@ def _under(path: str, top: str) -> bool:
 
 
 def _hidden_dirs() -> list[str]:
-    """Home directories: credentials (~/.netrc, ~/.cache/huggingface/token, ~/.aws) live there."""
-    homes = {os.path.expanduser("~"), "/root", "/home"}
-    return sorted({os.path.realpath(h) for h in homes if os.path.isdir(h) and os.path.realpath(h) != "/"})
+    """Covered by an empty tmpfs: the home directories (credentials: ~/.netrc, ~/.cache/huggingface/token,
+    ~/.aws) and the temporary directories (whatever the harness or other jobs left there)."""
+    tops = {os.path.expanduser("~"), "/root", "/home", "/tmp", "/var/tmp"}
+    return sorted({os.path.realpath(h) for h in tops if os.path.isdir(h) and os.path.realpath(h) != "/"})
 
 
 _SMALL = str(1024 * 1024)  # bytes: tmpfs over hidden directories holds only mount points
+_STAGE = "/tmp/dylora-interpreter-{}"  # where a root harness's outer mount namespace stages what it shows
 
 
-def _mount_args(python: str) -> list[str]:
-    hidden = _hidden_dirs()
+def _shown(python: str, hidden: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """What the sandbox shows again under the hidden directories: real paths to bind read-only (never a hidden
+    directory itself), and (link, target) symlinks for the paths the interpreter names through a link."""
+    real = {named: os.path.realpath(named) for named in sorted(set(_interpreter_paths(python)))}
+    wanted = {r for r in real.values() if os.path.exists(r) and r not in hidden and any(_under(r, h) for h in hidden)}
+    binds = sorted(r for r in wanted if not any(_under(r, other) for other in wanted - {r}))
+    links: list[tuple[str, str]] = []
+    for named, target in real.items():
+        if (named != target and named not in hidden and os.path.exists(target) and any(_under(named, h) for h in hidden)
+                and not any(_under(named, p) for p in binds + [link for link, _ in links])):
+            links.append((named, target))
+    return binds, links
+
+
+def _mount_args(hidden: list[str], binds: list[tuple[str, str]], links: list[tuple[str, str]]) -> list[str]:
     args = ["--ro-bind", "/", "/", "--dev", "/dev", "--size", _SMALL, "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
-            "--proc", "/proc", "--size", _SMALL, "--tmpfs", "/tmp"]
-    if os.path.isdir("/var/tmp"):  # a mount point cannot be created on the read-only root
-        args += ["--size", _SMALL, "--tmpfs", "/var/tmp"]
+            "--proc", "/proc"]
     for directory in hidden:
         args += ["--size", _SMALL, "--tmpfs", directory]
-    shown: list[str] = []
-    for path in sorted(set(_interpreter_paths(python))):
-        if os.path.exists(path) and any(_under(path, h) for h in hidden) and not any(_under(path, s) for s in shown):
-            shown.append(path)
-            args += ["--ro-bind", path, path]
+    for source, path in binds:
+        args += ["--ro-bind", source, path]
+    for link, target in links:
+        args += ["--symlink", target, link]
     return args
+
+
+def _drop_root(bwrap: str, binds: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """For a root harness: the command that drops to uid/gid 65534 before bubblewrap runs, and the bind sources
+    the dropped bubblewrap reads them from.
+
+    Inside its user namespace the sandbox's uid maps to the harness's uid outside: for root, that is root, the
+    owner of `/etc/shadow` and of every 0600 root file. So bubblewrap runs as nobody; paths nobody cannot reach
+    (an interpreter under root's 0700 home) are first bound, as root, into a private mount namespace's `/tmp`
+    (an outer bubblewrap with only its own mount and pid namespaces), from where the inner one shows them.
+    """
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        raise ValueError("setpriv (util-linux) is not installed; a root harness needs it to drop to uid 65534")
+    drop = [setpriv, f"--reuid={_NOBODY}", f"--regid={_NOBODY}", "--clear-groups", "--"]
+    if not binds:
+        return drop, []
+    staged = [_STAGE.format(i) for i in range(len(binds))]
+    # its own pid namespace: its monitor drops CAP_KILL, so the parent-death signal could not reach the dropped
+    # bubblewrap; the namespace's init, killed with the monitor, takes every process in it along
+    outer = [bwrap, "--die-with-parent", "--unshare-pid", "--dev-bind", "/", "/", "--tmpfs", "/tmp"]
+    for source, stage in zip(binds, staged):
+        outer += ["--ro-bind", source, stage]
+    return [*outer, "--", *drop], list(zip(staged, binds))
 
 
 def bwrap_prefix(bwrap: str, python: str) -> list[str]:
     """The bubblewrap command line up to (not including) the interpreter and the working-directory bind."""
-    return [bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
-            "--cap-drop", "ALL", "--uid", _SANDBOX_UID, "--gid", _SANDBOX_UID, *_mount_args(python)]
+    hidden = _hidden_dirs()
+    binds, links = _shown(python, hidden)
+    before, sources = _drop_root(bwrap, binds) if os.geteuid() == 0 else ([], [(b, b) for b in binds])
+    return [*before, bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
+            "--new-session", "--cap-drop", "ALL", "--uid", _NOBODY, "--gid", _NOBODY,
+            *_mount_args(hidden, sources, links)]
 
 
 def sandbox_command(isolation: Isolation, workdir: str, seccomp_fd: int | None, argv: list[str],
@@ -160,7 +202,7 @@ def _detect(bwrap: str, python: str) -> Isolation:
     try:
         prefix = bwrap_prefix(found, python)
     except (OSError, subprocess.SubprocessError, ValueError) as exc:
-        return _fallback(f"cannot inspect the interpreter {python}: {exc}")
+        return _fallback(f"cannot prepare the sandbox for the interpreter {python}: {exc}")
     seccomp = no_new_processes_filter()
     why = _probe(prefix, python, seccomp)
     if why:

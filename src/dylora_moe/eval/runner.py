@@ -116,6 +116,7 @@ def evaluate(
         raise UserError(f"--limit must be >= 1, got {limit}; omit it to run every problem")
     generation = GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, n=n,
                                   batch_size=batch_size, seed=seed)
+    isolation_for(sandbox or SandboxConfig())  # a sandbox that cannot run fails here, not after generation
     results: dict = {
         "config": {"benchmarks": names, "n": n, "k": ks, "limit": limit, "temperature": temperature,
                    "top_p": top_p, "max_new_tokens": max_new_tokens, "batch_size": batch_size, "seed": seed,
@@ -136,6 +137,9 @@ def evaluate(
             )
             generation_seconds = round(time.perf_counter() - started, 3)
             completions = [[module.postprocess(p, c) for c in cs] for p, cs in zip(problems, raw)]
+            results["benchmarks"][name] = _unexecuted(problems, completions, generation_seconds)
+            if output is not None:  # an error or interrupt while the programs run must not lose the completions
+                write_results(results, output)
             scored = score_completions(name, problems, completions, ks, sandbox, workers, progress)
             scored["generation_seconds"] = generation_seconds
             results["benchmarks"][name] = scored
@@ -150,6 +154,13 @@ def evaluate(
 
         log_to_wandb(results)
     return results
+
+
+def _unexecuted(problems: Sequence[Problem], completions: Sequence[Sequence[str]], generation_seconds: float) -> dict:
+    """A benchmark's entry between generation and execution (`score_completions` can finish it later)."""
+    return {"status": "generated; not executed (the run stopped before execution finished)",
+            "num_problems": len(problems), "generation_seconds": generation_seconds,
+            "problems": [{"task_id": p.task_id, "completions": list(cs)} for p, cs in zip(problems, completions)]}
 
 
 def write_results(results: dict, path: str | os.PathLike) -> Path:

@@ -11,7 +11,6 @@ status, read here; reasons are scrubbed of the harness's secret values before th
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -19,9 +18,11 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from dylora_moe.cloud.secrets import may_hold_secret
 from dylora_moe.errors import UserError
 from dylora_moe.eval.isolation import GUARD, NAMESPACES, Isolation, detect, sandbox_command, write_seccomp
 
+MAX_TIMEOUT_S = 3600.0  # seconds per program: above this a timeout guards nothing (and inf overflows the limits)
 PASSED = "passed"
 FAILED = "failed"
 TIMED_OUT = "timed out"
@@ -41,6 +42,11 @@ class SandboxConfig:
     site_packages: bool = True  # False adds -S: faster start, stdlib only
     isolation: str = "auto"  # "auto": namespaces where available, else the guard with a warning; or either
     bwrap: str = "bwrap"  # the bubblewrap executable
+
+    def __post_init__(self) -> None:
+        if not 0 < self.timeout_s <= MAX_TIMEOUT_S:  # also false for nan
+            raise UserError(f"--timeout {self.timeout_s!r} is out of range; expected seconds per program with "
+                            f"0 < --timeout <= {MAX_TIMEOUT_S:g}")
 
 
 @dataclass(frozen=True)
@@ -88,14 +94,12 @@ def _kill_session(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|^AWS_|^GOOGLE_|^WANDB_|^HF_", re.I)
-
-
 def _redact(text: str) -> str:
-    """The harness's own secret values never reach a reason (and so never a results file)."""
-    for name, value in os.environ.items():
-        if len(value) >= 8 and _SECRET_NAME.search(name) and value in text:
-            text = text.replace(value, f"<{name} redacted>")
+    """The harness's own secret values (API keys, tokens) never reach a reason, and so never a results file;
+    settings such as WANDB_MODE=disabled are not secrets and stay readable."""
+    secrets = [(name, value) for name, value in os.environ.items() if len(value) >= 8 and may_hold_secret(name)]
+    for name, value in sorted(secrets, key=lambda item: -len(item[1])):  # a longer value before its substrings
+        text = text.replace(value, f"<{name} redacted>")
     return text
 
 
