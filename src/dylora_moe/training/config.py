@@ -41,8 +41,10 @@ class TrainConfig:
         "share of the planned steps after which all experts are mature (sparse top-k routing)")})
     mature_after_steps: int | None = field(default=None, metadata={"help": (
         "step after which all experts are mature (overrides --maturity_ratio; -1 = never)")})
-    attn_implementation: str = field(default="sdpa", metadata={"help": (
-        "attention kernel of the base: sdpa, eager, flash_attention_2 (NVIDIA GPU + flash-attn) or flex_attention")})
+    attn_implementation: str | None = field(default=None, metadata={"help": (
+        "attention kernel of the base: sdpa, eager, flash_attention_2 (NVIDIA GPU + flash-attn) or flex_attention; "
+        "unset: transformers picks sdpa where the architecture supports it, else eager (the checkpoint's "
+        "run_config.json records the kernel used)")})
     # optimisation
     output_dir: str = field(default="outputs/dylora-moe", metadata={"help": (
         "where checkpoints, logs and the report are written")})
