@@ -36,12 +36,16 @@ def check_attn_implementation(name: str | None, training: bool = False) -> None:
 
 
 def usable_attn_implementations(model_class: type | None, training: bool = False) -> list[str]:
-    """The kernels an architecture (its transformers model class) supports that can also run here; eager when
-    the class is unknown."""
+    """The kernels an architecture (its transformers model class) supports that can also run here (flash
+    attention: with the flash-attn package installed); eager when the class is unknown."""
+    from transformers.utils import is_flash_attn_2_available
+
     usable = []
     for name in ATTN_IMPLEMENTATIONS:
         flag = _SUPPORT_FLAGS.get(name)
         if flag is not None and not getattr(model_class, flag, False):
+            continue
+        if name == "flash_attention_2" and not is_flash_attn_2_available():
             continue
         try:
             check_attn_implementation(name, training=training)
