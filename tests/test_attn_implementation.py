@@ -50,3 +50,30 @@ def test_flex_attention_training_on_cpu_is_one_line(base_dir, capsys):
                  "--report_to", "none", "--output_dir", str(__import__("pathlib").Path(base_dir).parent / "out")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and "cannot train on CPU" in err[-1]
+
+
+def test_unset_kernel_is_transformers_choice_in_every_command(base_dir):
+    from dylora_moe.cli import build_parser
+
+    for argv in (["train"], ["eval", "--model", "m"], ["generate", "--model", "m"]):
+        assert build_parser().parse_args(argv).attn_implementation is None
+    model, _ = load_base_model(base_dir, log=lambda m: None)
+    assert model.config._attn_implementation == "sdpa"  # what transformers picks for Llama
+    model, _ = load_model_for_inference(base_dir, base_only=True, log=lambda m: None)
+    assert model.config._attn_implementation == "sdpa"
+
+
+def test_kernel_the_architecture_lacks_names_the_ones_it_has(tmp_path):
+    """Falcon has no flex attention: the advice names what it does support here, not the value that failed."""
+    from families import save_family_base
+
+    falcon = save_family_base("falcon", tmp_path / "falcon")
+    from transformers.utils import is_flash_attn_2_available
+
+    accepted = "sdpa or eager or flash_attention_2" if is_flash_attn_2_available() else "sdpa or eager"
+    with pytest.raises(UserError) as refused:
+        load_base_model(falcon, log=lambda m: None, attn_implementation="flex_attention")
+    assert str(refused.value) == (
+        "the base model cannot use --attn_implementation flex_attention: FalconForCausalLM does not support an "
+        f"attention implementation through torch's flex_attention; use --attn_implementation {accepted}, or leave "
+        "it unset (transformers then picks sdpa where the architecture supports it, else eager)")

@@ -10,7 +10,9 @@ from peft import LoraConfig, get_peft_model
 
 from dylora_moe.errors import UserError
 from dylora_moe.model.adapter_io import load_adapter, save_adapter
-from micro import batch, micro_gpt2, micro_llama, micro_moe
+from dylora_moe.model.targets import KNOWN_TARGETS, attention_targets, find_targets, linear_layer_names
+from families import FAMILIES
+from micro import VOCAB, batch, micro_gpt2, micro_llama, micro_moe
 
 
 def _snapshot(model):
@@ -215,3 +217,52 @@ def test_adapter_refuses_a_base_with_other_weights_under_the_same_name(tmp_path)
         load_adapter(other, tmp_path)
     saved = json.loads((tmp_path / "dylora_config.json").read_text())
     assert set(saved["base_fingerprint"]) == {"shapes", "values", "norms"} and len(saved["base_fingerprint"]["values"]) == 8
+
+
+def test_unknown_target_modules_list_the_models_linear_layers():
+    with pytest.raises(UserError, match=r"^none of the target modules \['c_attn'\] exist in this llama; pass "
+                                        r"--target_modules with some of its Linear layers: "
+                                        r"q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj,lm_head$"):
+        micro_moe(target_modules=["c_attn"])
+
+
+def test_a_model_without_attention_projections_lists_its_linear_layers():
+    """Mamba has no attention: no default targets; the error names the layers --target_modules can pick."""
+    from transformers import MambaConfig, MambaForCausalLM
+
+    mamba = MambaForCausalLM(MambaConfig(vocab_size=128, hidden_size=32, num_hidden_layers=2, state_size=4))
+    with pytest.raises(UserError, match=r"^found no query/value or fused qkv projection in this mamba's attention "
+                                        r"to adapt by default; pass --target_modules with some of its Linear layers: "
+                                        r"in_proj,x_proj,dt_proj,out_proj,lm_head$"):
+        micro_moe(base=mamba)
+    assert linear_layer_names(micro_llama(), limit=3) == "q_proj,k_proj,v_proj (and 5 more)"
+
+
+def _family_model(family: str):
+    from transformers import AutoModelForCausalLM
+
+    from families import family_config
+
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(family_config(family, vocab=VOCAB, pad=0, eos=1)).eval()
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_attention_targets_agree_with_the_known_table(family):
+    """What is read from each family's attention module is what the fallback table says for its model type."""
+    model = _family_model(family)
+    found = attention_targets(model)
+    assert found is not None
+    table = KNOWN_TARGETS[model.config.model_type]
+    assert find_targets(model, found) == find_targets(model, table) != []
+
+
+@pytest.mark.parametrize("family, routers", [("phi3", 2), ("falcon", 2), ("deepseek_v2", 2), ("deepseek_v3", 2)])
+def test_fused_and_mla_targets_share_one_router_per_layer_and_route_by_sequence(family, routers):
+    """A fused qkv projection has its own router; MLA's query and kv down-projections read the hidden state, so
+    they share one, and sequence routing (one context of one width for all gates) works."""
+    model = micro_moe(base=_family_model(family), router_input="sequence")
+    assert len(model.routers) == routers
+    model.train()
+    model(**batch()).loss.backward()
+    assert all(p.grad is not None for p in model.routers.parameters())

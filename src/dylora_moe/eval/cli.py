@@ -17,12 +17,11 @@ def add_model_arguments(parser: argparse.ArgumentParser, verb: str) -> None:
 
 
 def add_attn_argument(parser: argparse.ArgumentParser) -> None:
-    from dylora_moe.model.attention import ATTN_IMPLEMENTATIONS, DEFAULT_ATTN_IMPLEMENTATION
+    from dylora_moe.model.attention import ATTN_IMPLEMENTATIONS, UNSET_REASON
 
     parser.add_argument("--attn_implementation", "--attn-implementation", dest="attn_implementation",
-                        default=DEFAULT_ATTN_IMPLEMENTATION, metavar="NAME",
-                        help=f"attention kernel: {', '.join(ATTN_IMPLEMENTATIONS)} (default "
-                        f"{DEFAULT_ATTN_IMPLEMENTATION})")
+                        default=None, metavar="NAME",
+                        help=f"attention kernel: {', '.join(ATTN_IMPLEMENTATIONS)} (default: unset, {UNSET_REASON})")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

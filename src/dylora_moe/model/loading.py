@@ -8,7 +8,7 @@ import torch
 
 from dylora_moe.errors import UserError
 from dylora_moe.hub import hub_offline
-from dylora_moe.model.attention import DEFAULT_ATTN_IMPLEMENTATION, attn_load_error, check_attn_implementation
+from dylora_moe.model.attention import attn_load_error, check_attn_implementation, usable_attn_implementations
 from dylora_moe.model.config import ADAPTER_CONFIG_NAME, DyLoRAConfig
 
 TINY_NAME = "tiny"
@@ -26,11 +26,12 @@ def resolve_base_name(model_name: str, log=print) -> str:
 
 
 def load_base_model(model_name: str, dtype: str | torch.dtype | None = None, revision: str | None = None, log=print,
-                    quantization=None, attn_implementation: str = DEFAULT_ATTN_IMPLEMENTATION,
+                    quantization=None, attn_implementation: str | None = None,
                     training: bool = False):
     """(model, tokenizer) for a hub id, a local HF directory or `tiny`; the tokenizer always has a pad token.
     `quantization` (a `quantization.Quantization`) loads its Linear layers in 4 or 8 bits;
-    `attn_implementation` picks the attention kernel (see attention.py); `training` checks it can train here."""
+    `attn_implementation` picks the attention kernel (None: transformers' choice for the architecture, see
+    attention.py; `model.config._attn_implementation` says which it is); `training` checks it can train here."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     check_attn_implementation(attn_implementation, training=training)
@@ -54,9 +55,10 @@ def load_base_model(model_name: str, dtype: str | torch.dtype | None = None, rev
                                                      attn_implementation=attn_implementation,
                                                      **quantized)
     except (ImportError, ValueError) as exc:
-        if "attn" not in str(exc).lower() and "attention" not in str(exc).lower():
+        if attn_implementation is None or ("attn" not in str(exc).lower() and "attention" not in str(exc).lower()):
             raise
-        raise attn_load_error(attn_implementation, exc) from None
+        usable = usable_attn_implementations(causal_lm_class(path, revision), training=training)
+        raise attn_load_error(attn_implementation, exc, usable) from None
     except OSError as exc:
         raise UserError(
             f"could not load base model {model_name!r}: {str(exc).splitlines()[0]}; "
@@ -67,6 +69,16 @@ def load_base_model(model_name: str, dtype: str | torch.dtype | None = None, rev
         log(quantized_load_line(model, model_name))
     ensure_pad_token(tokenizer)
     return model, tokenizer
+
+
+def causal_lm_class(path: str, revision: str | None = None) -> type | None:
+    """The transformers class `AutoModelForCausalLM` loads `path` as; None when its config cannot tell."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM._model_mapping[type(AutoConfig.from_pretrained(path, revision=revision))]
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def ensure_pad_token(tokenizer) -> None:
@@ -81,7 +93,7 @@ def is_adapter_dir(path: str | Path) -> bool:
 
 
 def build_model(model_name: str, config: DyLoRAConfig, dtype=None, log=print, quantization=None,
-                attn_implementation: str = DEFAULT_ATTN_IMPLEMENTATION, training: bool = False):
+                attn_implementation: str | None = None, training: bool = False):
     """Fresh DyLoRA-MoE model on a base (quantized when `quantization` is given); returns (model, tokenizer)."""
     from dylora_moe.model.moe_model import DyLoRAMoEModel
 
@@ -98,7 +110,7 @@ def build_model(model_name: str, config: DyLoRAConfig, dtype=None, log=print, qu
 
 def load_model_for_inference(source: str, base_only: bool = False, device: str | None = None,
                              dtype: str | None = None, log=print, quantization=None,
-                             attn_implementation: str = DEFAULT_ATTN_IMPLEMENTATION):
+                             attn_implementation: str | None = None):
     """(model, tokenizer) in eval mode from a checkpoint dir, a store URI, or (base_only) a base model name."""
     from dylora_moe.model.adapter_io import load_adapter
 

@@ -27,7 +27,7 @@ from dylora_moe.model.cross_entropy import shifted_cross_entropy_sum
 from dylora_moe.model.layer import MoELoRALinear
 from dylora_moe.model.loss import combine_loss
 from dylora_moe.model.router import ROUTER_INPUTS, Router, RoutingPass
-from dylora_moe.model.targets import default_targets, find_targets, gate_key, linear_shape
+from dylora_moe.model.targets import default_targets, find_targets, gate_key, linear_layer_names, linear_shape
 
 
 @dataclass
@@ -109,7 +109,7 @@ class DyLoRAMoEModel(nn.Module):
         model_type = getattr(getattr(base_model, "config", None), "model_type", "") or ""
         config.model_type = config.model_type or model_type
         if not config.target_modules:
-            config.target_modules = default_targets(model_type)
+            config.target_modules = default_targets(base_model, model_type)
         self.dylora_config = config
         self.base_model = base_model
         # the weights the adapters are trained on (kept when the config comes from a checkpoint; checked on load)
@@ -136,7 +136,7 @@ class DyLoRAMoEModel(nn.Module):
         if not targets:
             raise UserError(
                 f"none of the target modules {cfg.target_modules} exist in this {cfg.model_type or 'model'}; "
-                "pass --target_modules with names of its Linear layers (e.g. q_proj,v_proj or c_attn)"
+                f"pass --target_modules with some of its Linear layers: {linear_layer_names(self.base_model)}"
             )
         widths = sorted({linear_shape(module)[0] for _, module in targets})
         if cfg.router_input == "sequence" and len(widths) > 1:

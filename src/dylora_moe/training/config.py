@@ -27,7 +27,8 @@ class TrainConfig:
         "LoRA scaling numerator (the update is scaled by lora_alpha / lora_r)")})
     lora_dropout: float = field(default=0.05, metadata={"help": "dropout on each expert's LoRA input"})
     target_modules: str | None = field(default=None, metadata={"help": (
-        "comma-separated projection names (default per architecture: q_proj,v_proj; c_attn for GPT-2)")})
+        "comma-separated projection names (default: read from the base's attention, its query and value "
+        "projections or its fused qkv projection, e.g. q_proj,v_proj; c_attn for GPT-2; see docs/model.md)")})
     top_k: int = field(default=1, metadata={"help": "experts each token is routed to once the experts are mature"})
     router_temperature: float = field(default=1.0, metadata={"help": (
         "softmax temperature of the router's gate logits")})
@@ -41,8 +42,10 @@ class TrainConfig:
         "share of the planned steps after which all experts are mature (sparse top-k routing)")})
     mature_after_steps: int | None = field(default=None, metadata={"help": (
         "step after which all experts are mature (overrides --maturity_ratio; -1 = never)")})
-    attn_implementation: str = field(default="sdpa", metadata={"help": (
-        "attention kernel of the base: sdpa, eager, flash_attention_2 (NVIDIA GPU + flash-attn) or flex_attention")})
+    attn_implementation: str | None = field(default=None, metadata={"help": (
+        "attention kernel of the base: sdpa, eager, flash_attention_2 (NVIDIA GPU + flash-attn) or flex_attention; "
+        "unset: transformers picks sdpa where the architecture supports it, else eager (the checkpoint's "
+        "run_config.json records the kernel used)")})
     # optimisation
     output_dir: str = field(default="outputs/dylora-moe", metadata={"help": (
         "where checkpoints, logs and the report are written")})
