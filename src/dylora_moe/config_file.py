@@ -178,6 +178,8 @@ def convert_value(name: str, value, action: argparse.Action, source: str):
         if not isinstance(value, bool):
             raise wrong("true or false")
         return action.const if value else _SKIP
+    if action.nargs == "*" and isinstance(value, dict):
+        return flags_from_mapping(value)
     if isinstance(action, argparse._AppendAction) or action.nargs == "*":
         return _string_list(value, wrong)
     if value is None:
@@ -211,6 +213,19 @@ def _scalar(value, kind, wrong):
     if isinstance(value, (str, int, float)):
         return str(value)
     raise wrong("a string")
+
+
+def flags_from_mapping(values: dict) -> list[str]:
+    """Another command's arguments given as a mapping (`training_args: {max_steps: 10, bf16: true}`): `--key
+    value`, `--key` for true, nothing for false or null, lists joined with commas."""
+    argv: list[str] = []
+    for key, value in values.items():
+        if value is True:
+            argv.append(f"--{key}")
+        elif value is not False and value is not None:
+            text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+            argv += [f"--{key}", text]
+    return argv
 
 
 def _string_list(value, wrong) -> list[str]:
