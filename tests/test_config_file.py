@@ -139,20 +139,20 @@ def test_tiny_example_trains_and_its_run_config_re_runs_it(tmp_path, monkeypatch
     proc = run_cli("train", "--config", str(EXAMPLES / "tiny.yaml"), "--output_dir", str(out1),
                    "--checkpoint_store", str(store), *fast)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    saved = json.loads((out1 / "run_config.json").read_text())
+    saved_file = out1 / "checkpoint-2" / "run_config.json"
+    saved = json.loads(saved_file.read_text())
     assert (saved["model_name"], saved["max_steps"], saved["learning_rate"], saved["data"]["max_seq_length"]) == \
            ("tiny", 2, 1e-3, 64)  # the file's values and the command line's overrides, resolved
-    assert json.loads((out1 / "checkpoint-2" / "run_config.json").read_text()) == saved
 
     monkeypatch.setenv("DYLORA_MOE_CACHE_DIR", str(tmp_path / "cache"))  # where a store version is downloaded
-    for source in (out1 / "run_config.json", out1, out1 / "checkpoint-2", store, f"{store}:latest"):
+    for source in (saved_file, out1, out1 / "checkpoint-2", store, f"{store}:latest"):
         assert _train_config("--config", source).run_config(group_by_length=saved["group_by_length"]) == saved
 
     out2 = tmp_path / "out2"
-    proc = run_cli("train", "--config", str(out1 / "run_config.json"), "--output_dir", str(out2),
+    proc = run_cli("train", "--config", str(saved_file), "--output_dir", str(out2),
                    "--checkpoint_store", str(tmp_path / "store2"))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rerun = json.loads((out2 / "run_config.json").read_text())
+    rerun = json.loads((out2 / "checkpoint-2" / "run_config.json").read_text())
     assert {**rerun, "output_dir": None, "checkpoint_store": None} == \
            {**saved, "output_dir": None, "checkpoint_store": None}
 
@@ -161,3 +161,27 @@ def test_config_of_a_directory_without_a_run_is_one_line(tmp_path):
     proc = run_cli("train", "--config", str(tmp_path))
     assert one_error_line(proc).startswith(f"error: {tmp_path} is not a checkpoint, an output directory")
     assert proc.returncode == 2
+
+
+def test_continual_example_runs_and_its_output_dir_re_runs_it(tmp_path):
+    from micro import save_micro_base
+
+    out = tmp_path / "out"
+    assert main(["train", "--config", str(EXAMPLES / "continual-tiny.yaml"), "--model_name",
+                 save_micro_base(tmp_path / "base"), "--output_dir", str(out), "--skills", "stdlib:text,stdlib:math",
+                 "--seed_steps", "0", "--max_steps", "1", "--save_steps", "1", "--max_examples_per_dataset", "16",
+                 "--eval_fraction", "0.25", "--train_batch_size", "2", "--novelty_threshold", "1.0",
+                 "--embedding_samples", "4"]) == 0
+    saved = json.loads((out / "run_config.json").read_text())
+    assert (saved["mode"], saved["continual"]["skills"], saved["continual"]["replay"]) == \
+           ("continual", "stdlib:text,stdlib:math", 0.1)  # the command line's skills, the file's replay
+    args = _parse("train", "--config", out)
+    cfg, ccfg = config_from_namespace(args), continual_config_from_args(args)
+    assert args.mode == "continual"
+    assert cfg.run_config(mode=args.mode, continual=ccfg.to_dict()) == saved
+
+
+def test_numbers_written_as_yaml_text_are_read_as_on_the_command_line(tmp_path):
+    config = _write(tmp_path, "numbers.yaml", "learning_rate: 1e-3\nmax_steps: '12'\nlora_alpha: 16\n")
+    cfg = _train_config("--config", config)  # YAML 1.1 reads 1e-3 (no dot) as a string
+    assert (cfg.learning_rate, cfg.max_steps, cfg.lora_alpha) == (1e-3, 12, 16.0)

@@ -183,7 +183,7 @@ def convert_value(name: str, value, action: argparse.Action, source: str):
     if isinstance(action, argparse._AppendAction) or action.nargs == "*":
         return _string_list(value, wrong)
     if value is None:
-        if action.default is None or action.const is not None:
+        if (action.default is None and not action.required) or action.const is not None:
             return None
         raise wrong(_type_name(action))
     converted = _scalar(value, action.type, wrong)
@@ -197,17 +197,19 @@ def _type_name(action: argparse.Action) -> str:
 
 
 def _scalar(value, kind, wrong):
-    """int, float or str (a list of strings joins with commas: `datasets: [stdlib, mbpp]`)."""
+    """int, float or str (a list of strings joins with commas: `datasets: [stdlib, mbpp]`). A number written as
+    text is read as the command line would read it (YAML takes `1e-3`, without a dot, for a string)."""
     if isinstance(value, bool):
         raise wrong({int: "an integer", float: "a number"}.get(kind, "a string"))
-    if kind is int:
-        if isinstance(value, int):
-            return value
-        raise wrong("an integer")
-    if kind is float:
-        if isinstance(value, (int, float)):
-            return float(value)
-        raise wrong("a number")
+    if kind in (int, float):
+        if isinstance(value, str):
+            try:
+                return kind(value)
+            except ValueError:
+                pass
+        elif isinstance(value, int) or (kind is float and isinstance(value, float)):
+            return kind(value)
+        raise wrong("an integer" if kind is int else "a number")
     if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
         return ",".join(value)
     if isinstance(value, (str, int, float)):

@@ -18,7 +18,7 @@ from transformers import TrainingArguments, set_seed
 from transformers.trainer_utils import IntervalStrategy
 
 from dylora_moe.checkpoint.manifest import (clean_stale_temp_dirs, find_latest_checkpoint, incomplete_reason,
-                                            list_checkpoints, write_run_config)
+                                            list_checkpoints)
 from dylora_moe.checkpoint.upload_setup import EXIT_UPLOAD_FAILED
 from dylora_moe.data.collator import CausalLMCollator
 from dylora_moe.data.length_sampler import SeededLengthGroupedSampler
@@ -90,13 +90,10 @@ def _train(cfg: TrainConfig, log, extra_callbacks: list | None) -> TrainResult:
                         "(skill-supervised routing); drop --packing or use --group_by_length")
 
     grouped = resumption.groups_by_length(log=log)
-    run_config = cfg.run_config(group_by_length=grouped)  # the order decided
-    if is_main:
-        write_run_config(cfg.output_dir, run_config)  # `--config OUTPUT_DIR` re-runs this run
     trainer = DyLoRATrainer(
         model=model, args=args, train_dataset=data.train, eval_dataset=data.eval if len(data.eval) else None,
         data_collator=_train_collator(cfg, tokenizer), processing_class=tokenizer, callbacks=callbacks,
-        resumption=resumption, run_config=run_config,
+        resumption=resumption, run_config=cfg.run_config(group_by_length=grouped),  # the order decided
         position_fn=tracker.position, metadata_fn=lambda: _checkpoint_metadata(trainer, cfg, model, tracking, data, layout),
         train_sampler=_train_sampler(cfg, data) if grouped else None, save_total_limit=cfg.save_total_limit, log=log,
     )
