@@ -132,6 +132,7 @@ def test_every_example_resolves_to_a_valid_config(example, monkeypatch, capsys):
         continual_config_from_args(args).check()
 
 
+@pytest.mark.slow
 def test_tiny_example_trains_and_its_run_config_re_runs_it(tmp_path, monkeypatch):
     fast = ("--max_steps", "2", "--save_steps", "2", "--max_examples_per_dataset", "48", "--max_seq_length", "64",
             "--eval_fraction", "0.25")
@@ -163,6 +164,7 @@ def test_config_of_a_directory_without_a_run_is_one_line(tmp_path):
     assert proc.returncode == 2
 
 
+@pytest.mark.slow
 def test_continual_example_runs_and_its_output_dir_re_runs_it(tmp_path):
     from micro import save_micro_base
 
