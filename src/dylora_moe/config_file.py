@@ -32,10 +32,12 @@ def add_config_flag(parser: argparse.ArgumentParser) -> None:
 
 def apply_config_file(parser: argparse.ArgumentParser, argv: list[str], log: Callable[[str], object]) -> None:
     """When `argv` has `--config`, make its values the defaults of the subcommand `argv` chooses."""
-    leaf = leaf_parser(parser, argv)
     source = config_argument(argv)
-    if source is None or not any("--config" in a.option_strings for a in leaf._actions):
-        return  # no file; or a command without --config, which argparse then reports
+    if source is None:
+        return
+    leaf = leaf_parser(parser, argv)
+    if not any("--config" in a.option_strings for a in leaf._actions):
+        return  # a command without --config, which argparse then reports
     set_config_defaults(leaf, read_config(source, log), source, argv)
 
 
@@ -160,7 +162,7 @@ def set_config_defaults(parser: argparse.ArgumentParser, values: dict, source: s
 
 def _unknown_key(key: str, actions: dict, source: str, prog: str) -> str:
     close = difflib.get_close_matches(key.replace("-", "_"), sorted(actions), n=3)
-    hint = f"did you mean {' or '.join(close)}?" if close else "no option has a similar name;"
+    hint = f"did you mean {' or '.join(close)}?" if close else "no option has a similar name"
     return f"--config {source}: unknown key {key!r}; {hint} (`{prog} --help` lists the options)"
 
 
