@@ -106,3 +106,22 @@ def test_train_help_shows_every_flag_with_its_help_and_default(capsys):
     assert packed.count("(default:tiny)") == 1
     assert "--train_all_experts, --train-all-experts do not freeze earlier experts while a skill is learned " \
            "(default: False)" in text
+
+
+def _option_classes():
+    from dylora_moe.cloud import cli as submit_cli
+    from dylora_moe.eval.options import EvalOptions, GenerateOptions
+
+    return {("eval", "--model", "m"): [EvalOptions], ("generate", "--model", "m"): [GenerateOptions],
+            ("submit", "vertex"): [submit_cli.WhereFlags, submit_cli.HardwareFlags, submit_cli.SchedulingFlags,
+                                   submit_cli.TrainingFlags, submit_cli.RunFlags]}
+
+
+@pytest.mark.parametrize("argv", list(_option_classes()), ids=lambda argv: argv[0])
+def test_eval_generate_and_submit_flags_come_from_their_dataclasses(argv, monkeypatch):
+    monkeypatch.delenv("GOOGLE_CLOUD_PROJECT", raising=False)
+    args = build_parser().parse_args(list(argv))
+    for cls in _option_classes()[argv]:
+        assert [f.name for f in flag_fields(cls) if not f.metadata.get("help")] == []
+        expected = cls(model="m") if "model" in {f.name for f in flag_fields(cls)} else cls()
+        assert config_from_args(cls, args) == expected

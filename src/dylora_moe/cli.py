@@ -40,15 +40,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """`argv` parsed, with the values of its `--config` file (if any) as the chosen command's defaults."""
+    from dylora_moe.config_file import apply_config_file
+    from dylora_moe.processes import log_stderr
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    apply_config_file(parser, argv, log=log_stderr)
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
     # gcsfs logs every exhausted retry with a full traceback; the one-line error below says the same
     logging.getLogger("gcsfs").setLevel(logging.CRITICAL)
     try:
+        args = parse_args(parser, argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
         return int(args.func(args) or 0)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -29,6 +29,13 @@ _RESERVED = {MANIFEST_NAME, COMPLETE_MARKER}
 _CHUNK = 1 << 20
 
 
+def write_run_config(directory: str | Path, config: dict) -> Path:
+    """`run_config.json` in `directory` (a checkpoint being written, or a run's output dir)."""
+    path = Path(directory) / RUN_CONFIG_NAME
+    atomic_write_text(path, json.dumps(config, indent=2, sort_keys=True, default=str))
+    return path
+
+
 class CheckpointError(UserError):
     """A checkpoint is missing, partial or corrupted; the message names the directory and the file."""
 

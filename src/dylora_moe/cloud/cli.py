@@ -7,9 +7,11 @@ import json
 import os
 import re
 import sys
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from dylora_moe.errors import UserError
+from dylora_moe.flags import add_dataclass_flags
 
 if TYPE_CHECKING:
     from dylora_moe.cloud.vertex_spec import VertexJobOptions
@@ -36,7 +38,66 @@ def _pairs(items: list[str] | None, flag: str) -> dict[str, str]:
     return result
 
 
+def _from_env(name: str, help_text: str, default: str | None = None):
+    """A default read from the environment when the parser is built (so `--help` shows it)."""
+    return field(default_factory=lambda: os.environ.get(name, default), metadata={"help": help_text})
+
+
+@dataclass
+class WhereFlags:
+    project: str | None = _from_env("GOOGLE_CLOUD_PROJECT", "GCP project id (also GOOGLE_CLOUD_PROJECT)")
+    region: str | None = _from_env("GOOGLE_CLOUD_REGION", "region of the job (also GOOGLE_CLOUD_REGION)",
+                                   "us-central1")
+    staging_bucket: str | None = field(default=None, metadata={"help": "gs://bucket for job outputs (required)"})
+    image_uri: str | None = field(default=None, metadata={"help": (
+        "training image, e.g. REGION-docker.pkg.dev/PROJECT/REPO/dylora-moe:TAG")})
+    display_name: str = field(default="dylora-moe-train", metadata={"help": "name of the job in the console"})
+    base_output_dir: str | None = field(default=None, metadata={"help": (
+        "where the job writes; None: <staging-bucket>/dylora-moe/<display-name>")})
+    service_account: str | None = field(default=None, metadata={"help": "service account email the job runs as"})
+    label: list[str] | None = field(default=None, metadata={"help": "job label (repeatable)", "metavar": "KEY=VALUE"})
+
+
+@dataclass
+class HardwareFlags:
+    machine_type: str = field(default="g2-standard-8", metadata={"help": "Compute Engine machine type"})
+    accelerator_type: str = field(default="NVIDIA_L4", metadata={"help": "SDK AcceleratorType name or 'none'"})
+    accelerator_count: int = field(default=1, metadata={"help": "accelerators per node"})
+    replica_count: int = field(default=1, metadata={"help": "nodes; >1 adds a worker pool of N-1"})
+    boot_disk_type: str = field(default="pd-ssd", metadata={"help": "boot disk type"})
+    boot_disk_size_gb: int = field(default=100, metadata={"help": "boot disk size in GB"})
+
+
+@dataclass
+class SchedulingFlags:
+    spot: bool = field(default=False, metadata={"help": "Spot VMs (scheduling strategy SPOT)"})
+    restart_job_on_worker_restart: bool = field(default=False, metadata={"help": (
+        "restart the whole job when a worker restarts")})
+    timeout: str | None = field(default=None, metadata={"help": "max run time: seconds or 90m / 24h / 7d"})
+
+
+@dataclass
+class TrainingFlags:
+    env: list[str] | None = field(default=None, metadata={"help": "plain env var (no credentials; repeatable)",
+                                                          "metavar": "NAME=VALUE"})
+    secret_env: list[str] | None = field(default=None, metadata={"help": (
+        "env var resolved from Secret Manager at container start; only the name enters the spec (repeatable)"),
+        "metavar": "NAME=projects/P/secrets/S/versions/V"})
+    checkpoint_artifact: str | None = field(default=None, metadata={"help": "W&B checkpoint artifact to resume from"})
+    checkpoint_store: str = field(default="${AIP_CHECKPOINT_DIR}", metadata={"help": (
+        "checkpoint store URI for the trainer (the default is the job's AIP_CHECKPOINT_DIR; 'none' to omit)")})
+    no_auto_resume: bool = field(default=False, metadata={"help": "do not add --resume_from_checkpoint auto"})
+
+
+@dataclass
+class RunFlags:
+    dry_run: bool = field(default=False, metadata={"help": "print the job spec as JSON; call nothing"})
+    wait: bool = field(default=False, metadata={"help": "block until the job finishes, logging its state"})
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from dylora_moe.config_file import add_config_flag
+
     submit = subparsers.add_parser("submit", help="submit a training job to a cloud platform")
     platforms = submit.add_subparsers(dest="platform", metavar="PLATFORM")
     submit.set_defaults(func=lambda args: (submit.print_help(), 2)[1])
@@ -47,43 +108,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "the container. Auto-resume and a checkpoint store under AIP_CHECKPOINT_DIR are added by default.",
         usage="dylora-moe submit vertex [flags] -- <training args>",
     )
-    g = p.add_argument_group("where")
-    g.add_argument("--project", default=os.environ.get("GOOGLE_CLOUD_PROJECT"), help="GCP project id")
-    g.add_argument("--region", default=os.environ.get("GOOGLE_CLOUD_REGION", "us-central1"))
-    g.add_argument("--staging-bucket", help="gs://bucket for job outputs (required)")
-    g.add_argument("--image-uri", help="training image, e.g. REGION-docker.pkg.dev/PROJECT/REPO/dylora-moe:TAG")
-    g.add_argument("--display-name", default="dylora-moe-train")
-    g.add_argument("--base-output-dir", help="default: <staging-bucket>/dylora-moe/<display-name>")
-    g.add_argument("--service-account", help="service account email the job runs as")
-    g.add_argument("--label", action="append", metavar="KEY=VALUE", help="job label (repeatable)")
-    h = p.add_argument_group("hardware")
-    h.add_argument("--machine-type", default="g2-standard-8")
-    h.add_argument("--accelerator-type", default="NVIDIA_L4", help="SDK AcceleratorType name or 'none'")
-    h.add_argument("--accelerator-count", type=int, default=1)
-    h.add_argument("--replica-count", type=int, default=1, help="nodes; >1 adds a worker pool of N-1")
-    h.add_argument("--boot-disk-type", default="pd-ssd")
-    h.add_argument("--boot-disk-size-gb", type=int, default=100)
-    s = p.add_argument_group("scheduling")
-    s.add_argument("--spot", action="store_true", help="Spot VMs (scheduling strategy SPOT)")
-    s.add_argument("--restart-job-on-worker-restart", action="store_true")
-    s.add_argument("--timeout", type=str, help="max run time: seconds or 90m / 24h / 7d")
-    t = p.add_argument_group("training")
-    t.add_argument("--env", action="append", metavar="NAME=VALUE", help="plain env var (no credentials)")
-    t.add_argument(
-        "--secret-env",
-        action="append",
-        metavar="NAME=projects/P/secrets/S/versions/V",
-        help="env var resolved from Secret Manager at container start; only the name enters the spec",
-    )
-    t.add_argument("--checkpoint-artifact", help="W&B checkpoint artifact to resume from")
-    t.add_argument(
-        "--checkpoint-store",
-        default="${AIP_CHECKPOINT_DIR}",
-        help="checkpoint store URI for the trainer (default: the job's AIP_CHECKPOINT_DIR; 'none' to omit)",
-    )
-    t.add_argument("--no-auto-resume", action="store_true", help="do not add --resume_from_checkpoint auto")
-    p.add_argument("--dry-run", action="store_true", help="print the job spec as JSON; call nothing")
-    p.add_argument("--wait", action="store_true", help="block until the job finishes, logging its state")
+    add_config_flag(p)
+    for title, flags in (("where", WhereFlags), ("hardware", HardwareFlags), ("scheduling", SchedulingFlags),
+                         ("training", TrainingFlags)):
+        add_dataclass_flags(p.add_argument_group(title), flags)
+    add_dataclass_flags(p, RunFlags)
     p.add_argument("training_args", nargs="*", help="arguments for `dylora-moe train`, after --")
     p.set_defaults(func=run_vertex)
 

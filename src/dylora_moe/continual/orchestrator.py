@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from dylora_moe.checkpoint.manifest import write_run_config
 from dylora_moe.continual.callbacks import ContinualPhase
 from dylora_moe.continual.config import DEFAULT_THRESHOLD, ContinualConfig
 from dylora_moe.continual.library import SkillLibrary
@@ -213,6 +214,8 @@ def train_continual(cfg: TrainConfig, ccfg: ContinualConfig, log=log_main, extra
             raise UserError("--mode continual resumes only its own runs (--resume_from_checkpoint auto); "
                             f"{output_dir} holds none")
         state = ContinualState(skills=specs)
+    # the whole sequence's options (`--config OUTPUT_DIR` re-runs it); each phase's dir holds that phase's own
+    write_run_config(output_dir, cfg.run_config(mode="continual", continual=ccfg.to_dict()))
     embedder = None if state.done else _Embedder(cfg, ccfg, log)
     library = SkillLibrary.load(output_dir) if state.done else _load_library(output_dir, ccfg, embedder, log)
     library.threshold, library.alpha = ccfg.novelty_threshold, ccfg.novelty_alpha

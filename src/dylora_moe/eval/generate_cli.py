@@ -7,33 +7,22 @@ import json
 import sys
 from pathlib import Path
 
-from dylora_moe.eval.cli import add_attn_argument, add_model_arguments
+from dylora_moe.flags import add_dataclass_flags
 from dylora_moe.processes import log_stderr
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from dylora_moe.config_file import add_config_flag
+    from dylora_moe.eval.options import GenerateOptions
+
     parser = subparsers.add_parser(
         "generate",
         help="complete one prompt with a checkpoint (streamed; tokens/s on stderr)",
         description="Generate from a checkpoint (directory or store URI) or, with --base-model, a bare base. The "
         "prompt (--prompt, --prompt-file or stdin) is wrapped in the training prompt template unless --raw.",
     )
-    add_model_arguments(parser, "generate")
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--prompt", default=None, help="the instruction (default: read --prompt-file or stdin)")
-    source.add_argument("--prompt-file", "--prompt_file", dest="prompt_file", default=None, metavar="FILE")
-    parser.add_argument("--raw", action="store_true", help="send the prompt as is, without the training template")
-    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    parser.add_argument("--top_p", "--top-p", dest="top_p", type=float, default=0.95)
-    parser.add_argument("--max_new_tokens", "--max-new-tokens", dest="max_new_tokens", type=int, default=256)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of streaming text")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cpu)")
-    parser.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: the loader's)")
-    add_attn_argument(parser)
-    from dylora_moe.model.quantization import add_quantization_flags
-
-    add_quantization_flags(parser)
+    add_config_flag(parser)
+    add_dataclass_flags(parser, GenerateOptions)
     parser.set_defaults(func=_run)
 
 

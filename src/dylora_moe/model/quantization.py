@@ -74,18 +74,6 @@ def quantization_from_flags(load_in_4bit: bool, load_in_8bit: bool, compute_dtyp
     return quantization
 
 
-def add_quantization_flags(parser) -> None:
-    """--load_in_4bit / --load_in_8bit / --bnb_4bit_compute_dtype on an inference command (eval, generate);
-    `train` has the same flags from its TrainConfig."""
-    parser.add_argument("--load_in_4bit", "--load-in-4bit", action="store_true",
-                        help="load the frozen base's Linear layers in 4-bit NF4 (needs bitsandbytes)")
-    parser.add_argument("--load_in_8bit", "--load-in-8bit", action="store_true",
-                        help="load the frozen base's Linear layers in 8 bits (needs bitsandbytes)")
-    parser.add_argument("--bnb_4bit_compute_dtype", "--bnb-4bit-compute-dtype", default=None,
-                        choices=tuple(COMPUTE_DTYPES), help="dtype the 4-bit layers compute in (default: --dtype's, "
-                        "else float32)")
-
-
 def quantization_from_args(args) -> Quantization | None:
     """The `Quantization` an inference command's flags ask for; --dtype bfloat16/float16 sets the compute dtype."""
     dtype = str(getattr(args, "dtype", None) or "")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from dylora_moe.config_file import add_config_flag
 from dylora_moe.continual.args import add_continual_args, run_continual
 from dylora_moe.data.args import add_data_args
 from dylora_moe.data.args import config_from_args as data_config_from_args
@@ -31,6 +32,7 @@ def add_parser(subparsers) -> None:
         description="Train, or resume exactly, a DyLoRA-MoE model.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    add_config_flag(parser)
     add_train_flags(parser)
     add_data_args(parser)
     add_continual_args(parser)

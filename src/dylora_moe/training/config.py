@@ -135,6 +135,13 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def run_config(self, **decided) -> dict:
+        """What `run_config.json` saves: every option as resolved (command line over --config file), plus what
+        the run `decided` at start; nothing named like a secret. `--config` reads it back to re-run the run."""
+        from dylora_moe.training.tracking import sanitized_config
+
+        return sanitized_config({**self.to_dict(), **decided})
+
     def resume_artifact(self) -> str | None:
         """`--wandb_checkpoint_artifact`, else `WANDB_CHECKPOINT_ARTIFACT` (the only place that reads it)."""
         return self.wandb_checkpoint_artifact or os.environ.get("WANDB_CHECKPOINT_ARTIFACT") or None

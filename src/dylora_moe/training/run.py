@@ -93,7 +93,7 @@ def _train(cfg: TrainConfig, log, extra_callbacks: list | None) -> TrainResult:
     trainer = DyLoRATrainer(
         model=model, args=args, train_dataset=data.train, eval_dataset=data.eval if len(data.eval) else None,
         data_collator=_train_collator(cfg, tokenizer), processing_class=tokenizer, callbacks=callbacks,
-        resumption=resumption, run_config=_run_config(cfg, model, grouped),
+        resumption=resumption, run_config=cfg.run_config(group_by_length=grouped, attn_implementation=model.config._attn_implementation),
         position_fn=tracker.position, metadata_fn=lambda: _checkpoint_metadata(trainer, cfg, model, tracking, data, layout),
         train_sampler=_train_sampler(cfg, data) if grouped else None, save_total_limit=cfg.save_total_limit, log=log,
     )
@@ -109,12 +109,6 @@ def _train(cfg: TrainConfig, log, extra_callbacks: list | None) -> TrainResult:
     # first with 143 (preempted) counts as failed, and torchrun then SIGTERMs the still-uploading main process.
     trainer.accelerator.wait_for_everyone()
     return result
-
-
-def _run_config(cfg: TrainConfig, model, grouped: bool) -> dict:
-    """The command as the checkpoint records it, with what the run decided: the training order and the
-    attention kernel the base actually runs (transformers' choice when --attn_implementation is unset)."""
-    return {**cfg.to_dict(), "group_by_length": grouped, "attn_implementation": model.config._attn_implementation}
 
 
 def _training_args(cfg: TrainConfig, report_to) -> TrainingArguments:

@@ -28,7 +28,8 @@ def sanitized_config(config: dict) -> dict:
 
     Whole words of the name count (`hf_token`, `wandb_api_key`), so `eval_max_new_tokens` stays in.
     """
-    return {k: v for k, v in config.items() if not SECRET_NAME_RE.search(k.lower())}
+    return {k: sanitized_config(v) if isinstance(v, dict) else v for k, v in config.items()
+            if not SECRET_NAME_RE.search(k.lower())}
 
 
 @dataclass

@@ -14,7 +14,6 @@ What it changes, and why:
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +29,7 @@ from dylora_moe.training.resume import Resumption
 from dylora_moe.training.rng import load_rng_state, save_rng_state
 from dylora_moe.training.optimizer_growth import (optimizer_param_names, remap_optimizer_state,
                                                   save_optimizer_param_names, saved_param_names)
-from dylora_moe.checkpoint.manifest import RUN_CONFIG_NAME
+from dylora_moe.checkpoint.manifest import write_run_config
 from dylora_moe.writable import disk_full, disk_reason, is_disk_error
 
 TRAINER_STATE_NAME = "trainer_state.json"
@@ -186,7 +185,7 @@ class DyLoRATrainer(Trainer):
             for saver in self.extra_savers:
                 saver(tmp)
             self.state.save_to_json(str(tmp / TRAINER_STATE_NAME))
-            (tmp / RUN_CONFIG_NAME).write_text(json.dumps(self.run_config, indent=2, sort_keys=True, default=str))
+            write_run_config(tmp, self.run_config)
         self.accelerator.wait_for_everyone()
         if main:
             write_manifest(tmp, self.metadata_fn())
