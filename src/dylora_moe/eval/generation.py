@@ -65,6 +65,41 @@ def _stop_criteria(tokenizer, prompt_length: int, stop: Sequence[str]):
     return StoppingCriteriaList([StopOnStrings()])
 
 
+POSITION_FIELDS = ("n_positions", "max_position_embeddings", "n_ctx")  # where configs give the table's size
+LEARNED_POSITION_TABLES = ("wpe", "embed_positions", "position_embeddings")  # GPT-2/BigCode/Neo, OPT/BioGPT, BERT
+
+
+def learned_positions(model) -> tuple[int, str] | None:
+    """(positions, config field) of a model whose position embeddings are a learned table (GPT-2, StarCoder, OPT):
+    a longer sequence indexes past it and crashes. None for rotary or ALiBi models (Llama, Qwen, Bloom), which run
+    past their configured maximum (quality degrades, nothing breaks), so nothing is refused for them."""
+    import torch
+
+    if not any(isinstance(module, torch.nn.Embedding) and name.rsplit(".", 1)[-1] in LEARNED_POSITION_TABLES
+               for name, module in model.named_modules()):
+        return None
+    config = getattr(model, "config", None)
+    for field in POSITION_FIELDS:
+        value = getattr(config, field, None)
+        if isinstance(value, int) and value > 0:
+            return value, field
+    return None
+
+
+def too_long_for_positions(prompt_tokens: int, max_new_tokens: int, limit: tuple[int, str] | None) -> str | None:
+    """Why `prompt_tokens` + `max_new_tokens` cannot fit `limit` (from `learned_positions`), with the fix; None
+    when they fit."""
+    if limit is None or prompt_tokens + max_new_tokens <= limit[0]:
+        return None
+    positions, field = limit
+    room = positions - prompt_tokens
+    fix = (f"lower --max_new_tokens to at most {room}, or shorten the prompt" if room >= 1
+           else f"shorten the prompt to under {positions} tokens")
+    return (f"the prompt is {prompt_tokens} tokens and --max_new_tokens {max_new_tokens} makes "
+            f"{prompt_tokens + max_new_tokens} positions, but this model has {positions} ({field} in its config) and "
+            f"cannot go past them (its position embeddings are learned); {fix}")
+
+
 def _device_of(model):
     device = getattr(model, "device", None)
     if device is not None:

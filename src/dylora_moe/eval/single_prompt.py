@@ -10,7 +10,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from dylora_moe.eval.generation import GenerationConfig, _device_of
+from dylora_moe.errors import UserError
+from dylora_moe.eval.generation import GenerationConfig, _device_of, learned_positions, too_long_for_positions
 
 
 @dataclass(frozen=True)
@@ -47,8 +48,13 @@ def _streamer(tokenizer, on_text: Callable[[str], None]):
 
 def complete(model, tokenizer, ids: list[int], config: GenerationConfig,
              on_text: Callable[[str], None] | None = None) -> Completion:
-    """Generate after `ids` until EOS or `config.max_new_tokens`; `on_text` receives the text as it grows."""
+    """Generate after `ids` until EOS or `config.max_new_tokens`; `on_text` receives the text as it grows.
+    Refused up front when they would not fit a model with learned positions (it would crash mid-way)."""
     import torch
+
+    too_long = too_long_for_positions(len(ids), config.max_new_tokens, learned_positions(model))
+    if too_long:
+        raise UserError(too_long)
 
     if config.seed is not None:
         torch.manual_seed(config.seed)
