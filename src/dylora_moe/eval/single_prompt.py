@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from dylora_moe.errors import UserError
-from dylora_moe.eval.generation import GenerationConfig, _device_of, learned_positions, too_long_for_positions
+from dylora_moe.eval.generation import GenerationConfig, _device_of, learned_positions, position_overflow
 
 
 @dataclass(frozen=True)
@@ -52,9 +52,12 @@ def complete(model, tokenizer, ids: list[int], config: GenerationConfig,
     Refused up front when they would not fit a model with learned positions (it would crash mid-way)."""
     import torch
 
-    too_long = too_long_for_positions(len(ids), config.max_new_tokens, learned_positions(model))
-    if too_long:
-        raise UserError(too_long)
+    limit = learned_positions(model)
+    overflow = position_overflow(len(ids), config.max_new_tokens, limit)
+    if overflow:
+        room = limit[0] - len(ids)
+        raise UserError(f"{overflow}; " + (f"lower --max_new_tokens to at most {room}, or shorten the prompt"
+                                            if room >= 1 else f"shorten the prompt to under {limit[0]} tokens"))
 
     if config.seed is not None:
         torch.manual_seed(config.seed)
