@@ -145,3 +145,14 @@ def test_a_checkpoint_whose_base_is_broken_is_one_line(adapter_on_broken_base, t
     assert proc.returncode == 2
     assert one_error_line(proc) == (f"error: base model of checkpoint {checkpoint}: "
                                     + BREAKS["unknown model_type"][1].format(d=directory))
+
+
+@pytest.mark.slow
+def test_a_checkpoint_whose_base_is_gone_is_one_line(adapter_on_broken_base):
+    checkpoint, directory = adapter_on_broken_base
+    shutil.rmtree(directory)
+    proc = run_cli("generate", "--model", str(checkpoint), "--prompt", "x")  # the tests run with HF_HUB_OFFLINE=1
+    assert proc.returncode == 2 and one_error_line(proc) == (
+        f"error: base model of checkpoint {checkpoint}: '{directory}' is not a local directory and the Hugging Face "
+        "hub is offline (HF_HUB_OFFLINE=1); put the base model back at that path (the checkpoint's "
+        "dylora_config.json records it)")

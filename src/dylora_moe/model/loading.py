@@ -39,6 +39,10 @@ def load_base_model(model_name: str, dtype: str | torch.dtype | None = None, rev
     path = resolve_base_name(model_name, log=log)
     local = Path(path).is_dir()
     if not local and hub_offline(for_models=True):
+        if checkpoint:
+            raise UserError(f"base model of checkpoint {checkpoint}: {model_name!r} is not a local directory and the "
+                            "Hugging Face hub is offline (HF_HUB_OFFLINE=1); put the base model back at that path "
+                            "(the checkpoint's dylora_config.json records it)")
         raise UserError(
             f"base model {model_name!r} is not a local directory and the Hugging Face hub is offline "
             "(HF_HUB_OFFLINE=1); pass --model_name with a local model directory, or 'tiny' for the embedded base"
