@@ -45,8 +45,11 @@ BREAKS = {
                       "{d}/config.json has no model_type; expected the config.json that save_pretrained writes; "
                       "re-download or re-save the model"),
     "config not JSON": (lambda d: (d / "config.json").write_text('{"model_type": "llama",'),
-                        "{d}/config.json is not valid JSON (Expecting property name enclosed in double quotes at "
+                        "{d}/config.json is not valid JSON (Expecting property name enclosed in double quotes: "
                         "line 1 column 24); re-download or re-save the model"),
+    "tokenizer.json cut": (lambda d: _truncate(d / "tokenizer.json", 500),
+                           "{d}/tokenizer.json is not valid JSON (Unterminated string starting at: line 27 column 7); "
+                           "re-download or re-save the model"),
     "no config.json": (lambda d: (d / "config.json").unlink(),
                        "{d} is not a model directory: it has no config.json; expected a Hugging Face model directory "
                        "(config.json, weights, tokenizer); pass one, a hub id, or 'tiny'"),

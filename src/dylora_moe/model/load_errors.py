@@ -55,7 +55,7 @@ def load_error(exc: BaseException, model_name: str, path: str, attn_implementati
 
 def directory_problem(directory: Path) -> str | None:
     """What is missing or broken in a local model directory (naming the file and the fix), or None if nothing is."""
-    for check in (_config_problem, _weights_problem, _tokenizer_problem):
+    for check in (_config_problem, _weights_problem, _tokenizer_problem, _other_json_problem):
         problem = check(directory)
         if problem:
             return problem
@@ -71,14 +71,10 @@ def _config_problem(directory: Path) -> str | None:
     if not path.is_file():
         return (f"{directory} is not a model directory: it has no config.json; expected a Hugging Face model "
                 "directory (config.json, weights, tokenizer); pass one, a hub id, or 'tiny'")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        return f"cannot read {path}: {exc.strerror}; make it readable or {RESAVE}"
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        where = f" at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
-        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8 text"
-        return f"{path} is not valid JSON ({reason}{where}); {RESAVE}"
+    problem = _json_problem(path)
+    if problem:
+        return problem
+    config = json.loads(path.read_text(encoding="utf-8"))
     model_type = config.get("model_type") if isinstance(config, dict) else None
     if not model_type or not isinstance(model_type, str):
         return f"{path} has no model_type; expected the config.json that save_pretrained writes; {RESAVE}"
@@ -88,6 +84,28 @@ def _config_problem(directory: Path) -> str | None:
     if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         return (f"{path}: model_type {model_type!r} is not a causal language model in transformers {__version__}; "
                 "pass a decoder-only base (one AutoModelForCausalLM loads)")
+    return None
+
+
+def _json_problem(path: Path) -> str | None:
+    """Why a JSON file of the model cannot be read or parsed (with line and column), or None."""
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror}; make it readable or {RESAVE}"
+    except UnicodeDecodeError:
+        return f"{path} is not valid JSON (not UTF-8 text); {RESAVE}"
+    except json.JSONDecodeError as exc:
+        return f"{path} is not valid JSON ({exc.msg}: line {exc.lineno} column {exc.colno}); {RESAVE}"
+    return None
+
+
+def _other_json_problem(directory: Path) -> str | None:
+    """tokenizer.json, tokenizer_config.json, generation_config.json, ...: each must parse."""
+    for path in sorted(directory.glob("*.json")):
+        problem = _json_problem(path) if path.name != "config.json" else None
+        if problem:
+            return problem
     return None
 
 
