@@ -21,9 +21,9 @@ def micro_llama(seed: int = 0, vocab: int = VOCAB) -> LlamaForCausalLM:
     return LlamaForCausalLM(cfg).eval()
 
 
-def micro_gpt2(seed: int = 0, vocab: int = VOCAB) -> GPT2LMHeadModel:
+def micro_gpt2(seed: int = 0, vocab: int = VOCAB, positions: int = 256) -> GPT2LMHeadModel:
     torch.manual_seed(seed)
-    cfg = GPT2Config(vocab_size=vocab, n_embd=64, n_layer=2, n_head=4, n_positions=256,
+    cfg = GPT2Config(vocab_size=vocab, n_embd=64, n_layer=2, n_head=4, n_positions=positions,
                      bos_token_id=1, eos_token_id=2)
     return GPT2LMHeadModel(cfg).eval()
 
@@ -45,13 +45,14 @@ def batch(seed: int = 0, bsz: int = 2, seq: int = 12, vocab: int = VOCAB) -> dic
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def save_micro_base(directory, kind: str = "llama", seed: int = 0):
-    """An HF model directory (micro model + trained test tokenizer) usable as --model_name."""
+def save_micro_base(directory, kind: str = "llama", seed: int = 0, positions: int = 256):
+    """An HF model directory (micro model + trained test tokenizer) usable as --model_name; `positions`: a GPT-2's
+    learned position table."""
     from helpers_tokenizer import make_test_tokenizer
 
     tokenizer = make_test_tokenizer()
     vocab = len(tokenizer)
-    model = micro_llama(seed, vocab=vocab) if kind == "llama" else micro_gpt2(seed, vocab=vocab)
+    model = micro_llama(seed, vocab=vocab) if kind == "llama" else micro_gpt2(seed, vocab=vocab, positions=positions)
     model.config.eos_token_id = tokenizer.eos_token_id
     model.config.pad_token_id = tokenizer.pad_token_id
     model.config.bos_token_id = None

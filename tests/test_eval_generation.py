@@ -8,7 +8,8 @@ from helpers_tokenizer import make_test_tokenizer
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from dylora_moe.errors import UserError
-from dylora_moe.eval.generation import GenerationConfig, generate_completions, truncate_at_stop
+from dylora_moe.eval.generation import GenerationConfig, generate_completions, learned_positions, truncate_at_stop
+from micro import micro_gpt2, micro_llama, micro_moe
 
 PROMPTS = [
     "def add(a, b):\n",
@@ -97,3 +98,9 @@ def test_invalid_generation_settings() -> None:
         GenerationConfig(temperature=0.5, top_p=0.0)
     with pytest.raises(UserError, match=r"^n, batch_size and max_new_tokens must be >= 1"):
         GenerationConfig(batch_size=0)
+
+
+def test_learned_position_tables_are_found_through_the_experts():
+    assert learned_positions(micro_gpt2(positions=32)) == (32, "n_positions")
+    assert learned_positions(micro_moe(base=micro_gpt2(positions=32))) == (32, "n_positions")
+    assert learned_positions(micro_moe(base=micro_llama())) is None  # rotary: runs past max_position_embeddings

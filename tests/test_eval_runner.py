@@ -17,6 +17,7 @@ from dylora_moe.errors import UserError
 from dylora_moe.eval.runner import evaluate, parse_ks
 from dylora_moe.eval.table import format_table
 from dylora_moe.eval.wandb_hook import log_to_wandb
+from micro import save_micro_base
 
 
 @pytest.fixture(scope="module")
@@ -197,3 +198,25 @@ def test_completions_are_saved_before_execution(pair, shared_data: Path, tmp_pat
     assert saved["status"] == "generated; not executed (the run stopped before execution finished)"
     assert [(p["task_id"], p["completions"]) for p in saved["problems"]] == [
         (p["task_id"], p["completions"]) for p in full["benchmarks"]["mbpp"]["problems"]]
+
+
+def test_a_prompt_past_learned_positions_is_not_run_and_the_eval_goes_on(tmp_path: Path, capsys) -> None:
+    """Test-tokenizer prompts: HumanEval/0 228 tokens, /1 341, /2 207. With 256 learned positions and 40 new tokens,
+    /0 and /1 cannot be generated (either would crash the whole eval), /2 is; /0 would fit with 28 new tokens."""
+    base = save_micro_base(tmp_path / "gpt2", kind="gpt2", positions=256)
+    out = tmp_path / "r.json"
+    assert main(["eval", "--model", base, "--base-model", "--benchmarks", "humaneval", "--limit", "3",
+                 "--max_new_tokens", "40", "--output", str(out)]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if "HumanEval/1" in line]
+    assert err == ["humaneval: 2 of 3 problems not generated, scored as failed (HumanEval/0: 228-token prompt, "
+                   "HumanEval/1: 341-token prompt); with --max_new_tokens 40 they need more than this model's 256 "
+                   "learned positions (n_positions); --max_new_tokens 28 or less fits 1 of them; 1 of them is too "
+                   "long for this model at any --max_new_tokens"]
+    humaneval = json.loads(out.read_text())["benchmarks"]["humaneval"]
+    assert humaneval["not_run"] == ["HumanEval/0", "HumanEval/1"]
+    assert [p["results"][0]["status"] for p in humaneval["problems"][:2]] == ["not run", "not run"]
+    assert humaneval["problems"][1]["results"][0]["reason"] == (
+        "not generated: the prompt is 341 tokens and --max_new_tokens 40 makes 381 positions, but this model has 256 "
+        "(n_positions in its config) and cannot go past them (its position embeddings are learned)")
+    assert humaneval["problems"][2]["results"][0]["status"] in {"failed", "timed out"}  # generated and run
+    assert humaneval["num_problems"] == 3 and humaneval["pass@k"] == {"pass@1": 0.0}

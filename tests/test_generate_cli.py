@@ -14,8 +14,9 @@ import torch
 from dylora_moe.eval.generation import GenerationConfig
 from dylora_moe.eval.single_prompt import complete, prompt_ids
 from dylora_moe.model.loading import load_model_for_inference
+from helpers_tokenizer import make_test_tokenizer
 from micro import save_micro_base
-from train_helpers import micro_config, run
+from train_helpers import micro_config, one_error_line, run
 
 ROOT = Path(__file__).resolve().parents[1]
 INSTRUCTION = "Write a function that adds two numbers."
@@ -80,3 +81,53 @@ def test_generation_stops_at_eos(tmp_path):
     result = complete(model, tokenizer, prompt_ids(tokenizer, INSTRUCTION), GenerationConfig(max_new_tokens=20),
                       on_text=pieces.append)
     assert result.stopped_at_eos and result.new_tokens < 20
+
+
+CODE = "def add(a, b):\n    return a + b\n"
+
+
+def _raw_tokens(text: str) -> int:
+    """The prompt's length in tokens as `generate --raw` sends it."""
+    return len(make_test_tokenizer()(text, add_special_tokens=True)["input_ids"])
+
+
+@pytest.fixture(scope="module")
+def gpt2_32(tmp_path_factory):
+    """A GPT-2 base with 32 learned absolute positions: position 32 would index past its embedding table."""
+    return save_micro_base(tmp_path_factory.mktemp("gpt2") / "base", kind="gpt2", positions=32)
+
+
+@pytest.mark.slow
+def test_a_prompt_longer_than_learned_positions_is_refused(gpt2_32):
+    prompt = CODE * 3
+    tokens = _raw_tokens(prompt)
+    assert tokens > 32
+    proc = _cli("--base-model", "--model", gpt2_32, "--raw", "--prompt", prompt, "--max_new_tokens", "4")
+    assert proc.returncode == 2 and one_error_line(proc) == (
+        f"error: the prompt is {tokens} tokens and --max_new_tokens 4 makes {tokens + 4} positions, but this model "
+        "has 32 (n_positions in its config) and cannot go past them (its position embeddings are learned); "
+        "shorten the prompt to under 32 tokens")
+
+
+@pytest.mark.slow
+def test_new_tokens_may_fill_learned_positions_exactly(gpt2_32):
+    tokens = _raw_tokens(CODE)
+    fits = _cli("--base-model", "--model", gpt2_32, "--raw", "--prompt", CODE, "--max_new_tokens", str(32 - tokens),
+                "--json")
+    assert fits.returncode == 0, fits.stderr[-3000:]
+    assert json.loads(fits.stdout)["new_tokens"] == 32 - tokens  # the whole table used, no EOS before it
+    over = _cli("--base-model", "--model", gpt2_32, "--raw", "--prompt", CODE, "--max_new_tokens", str(33 - tokens))
+    assert over.returncode == 2 and one_error_line(over) == (
+        f"error: the prompt is {tokens} tokens and --max_new_tokens {33 - tokens} makes 33 positions, but this "
+        "model has 32 (n_positions in its config) and cannot go past them (its position embeddings are learned); "
+        f"lower --max_new_tokens to at most {32 - tokens}, or shorten the prompt")
+
+
+@pytest.mark.slow
+def test_a_rotary_model_generates_past_its_configured_positions(base):
+    prompt = CODE * 25
+    tokens = _raw_tokens(prompt)
+    assert tokens > 256  # the micro Llama's max_position_embeddings
+    proc = _cli("--base-model", "--model", base, "--raw", "--prompt", prompt, "--max_new_tokens", "4", "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout)["new_tokens"] >= 1

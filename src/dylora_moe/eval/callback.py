@@ -37,7 +37,7 @@ class BenchmarkEvalCallback(TrainerCallback):
         from dylora_moe.eval.table import format_table
 
         path = self.output_dir / f"eval_results_{tag}.json"
-        self.results = evaluate(model, self.tokenizer, self.benchmarks, output=path,
+        self.results = evaluate(model, self.tokenizer, self.benchmarks, output=path, log=self.log,
                                 metadata={"global_step": state.global_step, "epoch": state.epoch},
                                 **self.evaluate_kwargs)
         self.log(f"benchmarks at {tag} (step {state.global_step}):\n{format_table(self.results)}\nresults: {path}")

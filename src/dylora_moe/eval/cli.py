@@ -62,7 +62,7 @@ def _run(args: argparse.Namespace) -> int:
         model, tokenizer, benchmarks, n=args.n, k=args.k, limit=args.limit, temperature=args.temperature,
         top_p=args.top_p, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed,
         mbpp_path=args.mbpp_path, sandbox=SandboxConfig(timeout_s=args.timeout, memory_mb=args.memory_mb),
-        workers=args.workers, output=args.output, progress=_progress,
+        workers=args.workers, output=args.output, progress=_progress, log=log_stderr,
         metadata={"model": args.model, "base_model": bool(args.base_model)},
     )
     print(format_table(results))

@@ -10,7 +10,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from dylora_moe.eval.generation import GenerationConfig, _device_of
+from dylora_moe.errors import UserError
+from dylora_moe.eval.generation import GenerationConfig, _device_of, learned_positions, position_overflow
 
 
 @dataclass(frozen=True)
@@ -47,8 +48,16 @@ def _streamer(tokenizer, on_text: Callable[[str], None]):
 
 def complete(model, tokenizer, ids: list[int], config: GenerationConfig,
              on_text: Callable[[str], None] | None = None) -> Completion:
-    """Generate after `ids` until EOS or `config.max_new_tokens`; `on_text` receives the text as it grows."""
+    """Generate after `ids` until EOS or `config.max_new_tokens`; `on_text` receives the text as it grows.
+    Refused up front when they would not fit a model with learned positions (it would crash mid-way)."""
     import torch
+
+    limit = learned_positions(model)
+    overflow = position_overflow(len(ids), config.max_new_tokens, limit)
+    if overflow:
+        room = limit[0] - len(ids)
+        raise UserError(f"{overflow}; " + (f"lower --max_new_tokens to at most {room}, or shorten the prompt"
+                                            if room >= 1 else f"shorten the prompt to under {limit[0]} tokens"))
 
     if config.seed is not None:
         torch.manual_seed(config.seed)

@@ -8,8 +8,9 @@ import torch
 
 from dylora_moe.errors import UserError
 from dylora_moe.hub import hub_offline
-from dylora_moe.model.attention import attn_load_error, check_attn_implementation, usable_attn_implementations
+from dylora_moe.model.attention import check_attn_implementation
 from dylora_moe.model.config import ADAPTER_CONFIG_NAME, DyLoRAConfig
+from dylora_moe.model.load_errors import load_error
 
 TINY_NAME = "tiny"
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
@@ -27,44 +28,46 @@ def resolve_base_name(model_name: str, log=print) -> str:
 
 def load_base_model(model_name: str, dtype: str | torch.dtype | None = None, revision: str | None = None, log=print,
                     quantization=None, attn_implementation: str | None = None,
-                    training: bool = False):
+                    training: bool = False, checkpoint: str | None = None):
     """(model, tokenizer) for a hub id, a local HF directory or `tiny`; the tokenizer always has a pad token.
     `quantization` (a `quantization.Quantization`) loads its Linear layers in 4 or 8 bits;
     `attn_implementation` picks the attention kernel (None: transformers' choice for the architecture, see
-    attention.py; `model.config._attn_implementation` says which it is); `training` checks it can train here."""
+    attention.py; `model.config._attn_implementation` says which it is); `training` checks it can train here.
+    A base that cannot load is one line (load_errors.py), naming `checkpoint` when the base is a checkpoint's."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     check_attn_implementation(attn_implementation, training=training)
     path = resolve_base_name(model_name, log=log)
     local = Path(path).is_dir()
     if not local and hub_offline(for_models=True):
+        if checkpoint:
+            raise UserError(f"base model of checkpoint {checkpoint}: {model_name!r} is not a local directory and the "
+                            "Hugging Face hub is offline (HF_HUB_OFFLINE=1); put the base model back at that path "
+                            "(the checkpoint's dylora_config.json records it)")
         raise UserError(
             f"base model {model_name!r} is not a local directory and the Hugging Face hub is offline "
             "(HF_HUB_OFFLINE=1); pass --model_name with a local model directory, or 'tiny' for the embedded base"
         )
     torch_dtype = DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
-    quantized = {}
-    if quantization is not None:
-        from dylora_moe.model.quantization import finish_quantized_load, from_pretrained_kwargs, quantized_load_line
-
-        quantized = from_pretrained_kwargs(quantization, path, model_name)
-        torch_dtype = torch_dtype or quantization.torch_dtype  # of the weights that stay unquantized
     try:
+        quantized = {}
+        if quantization is not None:
+            from dylora_moe.model.quantization import from_pretrained_kwargs
+
+            quantized = from_pretrained_kwargs(quantization, path, model_name)
+            torch_dtype = torch_dtype or quantization.torch_dtype  # of the weights that stay unquantized
         tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
         model = AutoModelForCausalLM.from_pretrained(path, revision=revision, dtype=torch_dtype or torch.float32,
-                                                     attn_implementation=attn_implementation,
-                                                     **quantized)
-    except (ImportError, ValueError) as exc:
-        if attn_implementation is None or ("attn" not in str(exc).lower() and "attention" not in str(exc).lower()):
+                                                     attn_implementation=attn_implementation, **quantized)
+    except Exception as exc:
+        error = load_error(exc, model_name, path, attn_implementation, checkpoint, training=training,
+                           revision=revision)
+        if error is None:
             raise
-        usable = usable_attn_implementations(causal_lm_class(path, revision), training=training)
-        raise attn_load_error(attn_implementation, exc, usable) from None
-    except OSError as exc:
-        raise UserError(
-            f"could not load base model {model_name!r}: {str(exc).splitlines()[0]}; "
-            "check the hub id (and HF_TOKEN for gated models) or pass a local directory"
-        ) from None
+        raise error from None
     if quantization is not None:
+        from dylora_moe.model.quantization import finish_quantized_load, quantized_load_line
+
         finish_quantized_load(model, model_name, quantization)
         log(quantized_load_line(model, model_name))
     ensure_pad_token(tokenizer)
@@ -93,13 +96,15 @@ def is_adapter_dir(path: str | Path) -> bool:
 
 
 def build_model(model_name: str, config: DyLoRAConfig, dtype=None, log=print, quantization=None,
-                attn_implementation: str | None = None, training: bool = False):
-    """Fresh DyLoRA-MoE model on a base (quantized when `quantization` is given); returns (model, tokenizer)."""
+                attn_implementation: str | None = None, training: bool = False,
+                checkpoint: str | None = None):
+    """Fresh DyLoRA-MoE model on a base (quantized when `quantization` is given); returns (model, tokenizer).
+    `checkpoint`: the checkpoint whose base this is, named if the base cannot load."""
     from dylora_moe.model.moe_model import DyLoRAMoEModel
 
     base, tokenizer = load_base_model(model_name, dtype=dtype, revision=config.base_model_revision, log=log,
                                       quantization=quantization, attn_implementation=attn_implementation,
-                                      training=training)
+                                      training=training, checkpoint=checkpoint)
     if quantization is not None:
         from dylora_moe.model.quantization import prepare_for_kbit_training
 
@@ -126,7 +131,7 @@ def load_model_for_inference(source: str, base_only: bool = False, device: str |
             directory = fetch_checkpoint(source, log=log)
         config = DyLoRAConfig.load(directory)
         model, tokenizer = build_model(config.base_model, config, dtype=dtype, log=log, quantization=quantization,
-                                       attn_implementation=attn_implementation)
+                                       attn_implementation=attn_implementation, checkpoint=str(source))
         load_adapter(model, directory)
     if quantization is not None and not device:  # its loader placed the base (on the GPU when there is one)
         device = next(model.parameters()).device
