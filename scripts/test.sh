@@ -16,4 +16,5 @@ if [ -n "${CI:-}" ]; then
   unset DYLORA_MOE_CACHE_DIR
   echo "[test] CI: caches in $root (fresh)" >&2
 fi
-exec .venv/bin/python -m pytest "$@"
+"${DYLORA_VENV:-.venv}/bin/python" -c 'from importlib.metadata import version as v; print("[test] " + ", ".join(f"{n} {v(n)}" for n in ("torch", "transformers", "accelerate", "datasets", "tokenizers", "safetensors")))' >&2
+exec "${DYLORA_VENV:-.venv}/bin/python" -m pytest "$@"
