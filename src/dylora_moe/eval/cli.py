@@ -42,9 +42,9 @@ def _run(args: argparse.Namespace) -> int:
     parse_ks(args.k, args.n)
     GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                      n=args.n, batch_size=args.batch_size)
-    if args.timeout <= 0 or args.memory_mb < 64 or (args.workers is not None and args.workers < 1):
-        raise UserError(f"expected --timeout > 0, --memory_mb >= 64 and --workers >= 1, got {args.timeout}, "
-                        f"{args.memory_mb}, {args.workers}")
+    sandbox = SandboxConfig(timeout_s=args.timeout, memory_mb=args.memory_mb)
+    if args.memory_mb < 64 or (args.workers is not None and args.workers < 1):
+        raise UserError(f"expected --memory_mb >= 64 and --workers >= 1, got {args.memory_mb}, {args.workers}")
     quantization = quantization_from_args(args)
     from dylora_moe.writable import check_writable_file
 
@@ -61,7 +61,7 @@ def _run(args: argparse.Namespace) -> int:
     results = evaluate(
         model, tokenizer, benchmarks, n=args.n, k=args.k, limit=args.limit, temperature=args.temperature,
         top_p=args.top_p, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed,
-        mbpp_path=args.mbpp_path, sandbox=SandboxConfig(timeout_s=args.timeout, memory_mb=args.memory_mb),
+        mbpp_path=args.mbpp_path, sandbox=sandbox,
         workers=args.workers, output=args.output, progress=_progress, log=log_stderr,
         metadata={"model": args.model, "base_model": bool(args.base_model)},
     )
