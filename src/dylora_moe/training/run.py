@@ -32,7 +32,7 @@ from dylora_moe.training.callbacks import EXIT_PREEMPTED, MaturitySchedule, Pati
 from dylora_moe.training.config import TrainConfig
 from dylora_moe.training.distributed import check_supported_parallelism
 from dylora_moe.training.divergence import NonFiniteGuard
-from dylora_moe.training.output_dir import claim_output_dir
+from dylora_moe.training.output_dir import check_output_dir_location, claim_output_dir
 from dylora_moe.training.progress import DataPositionTracker, FinalStepSave, RunEvents
 from dylora_moe.training.resume import Resumption
 from dylora_moe.training.resume_plan import DataLayout
@@ -58,6 +58,7 @@ def train(cfg: TrainConfig, log=log_main, extra_callbacks: list | None = None) -
 
     The main process holds the output directory's run lock throughout (a second run into it is refused)."""
     cfg.check()
+    check_output_dir_location(cfg.output_dir)  # before the run lock writes into it
     with run_lock(cfg.output_dir, enabled=is_main_process()):
         return _train(cfg, log, extra_callbacks)
 
