@@ -136,6 +136,26 @@ class Resumption:
         return self.plan.max_steps
 
 
+def apply_learning_rate(optimizer, scheduler, learning_rate: float) -> float | None:
+    """Give a resumed optimizer and schedule the command's peak learning rate; returns the checkpoint's peak
+    when it differed (None: unchanged, nothing touched, so the resume stays bit for bit).
+
+    Training arguments come from the command, but the loaded state carries the old peak in the scheduler's
+    `base_lrs` and the groups' `initial_lr`/`lr`. The schedule keeps its shape: from the resume step on each
+    group's LR is the schedule's multiplier at that step times the new peak."""
+    base_lrs = getattr(scheduler, "base_lrs", None)
+    if not base_lrs or base_lrs[0] == learning_rate:
+        return None
+    saved = base_lrs[0]
+    multipliers = getattr(scheduler, "lr_lambdas", None) or [None] * len(base_lrs)
+    scheduler.base_lrs = [learning_rate] * len(base_lrs)
+    for group, multiplier in zip(optimizer.param_groups, multipliers):
+        group["initial_lr"] = learning_rate
+        # the (re-planned) schedule's multiplier where it has one, else the current one
+        group["lr"] = learning_rate * (multiplier(scheduler.last_epoch) if multiplier else group["lr"] / saved)
+    return saved
+
+
 def command_model_config(cfg: TrainConfig) -> DyLoRAConfig:
     """The model config the command asks for, before any checkpoint is consulted."""
     targets = [t.strip() for t in cfg.target_modules.split(",") if t.strip()] if cfg.target_modules else None

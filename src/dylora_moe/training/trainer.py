@@ -26,7 +26,7 @@ from dylora_moe.checkpoint.manifest import find_latest_checkpoint, list_checkpoi
 from dylora_moe.errors import UserError
 from dylora_moe.model.adapter_io import load_adapter, save_adapter
 from dylora_moe.model.loss import combine_loss
-from dylora_moe.training.resume import Resumption
+from dylora_moe.training.resume import Resumption, apply_learning_rate
 from dylora_moe.training.rng import load_rng_state, save_rng_state
 from dylora_moe.training.optimizer_growth import (optimizer_param_names, remap_optimizer_state,
                                                   save_optimizer_param_names, saved_param_names)
@@ -214,6 +214,17 @@ class DyLoRATrainer(Trainer):
         built, so the optimizer covers the final parameters. HF's loader would look for full model weights."""
 
     def _load_optimizer_and_scheduler(self, checkpoint):
+        """The checkpoint's optimizer and schedule, then the command's peak learning rate (which may differ)."""
+        self._load_saved_optimizer_and_scheduler(checkpoint)
+        if checkpoint is None or self.lr_scheduler is None:
+            return
+        saved_lr = apply_learning_rate(self.optimizer, self.lr_scheduler, self.args.learning_rate)
+        if saved_lr is not None:
+            self.log_fn(f"[train] learning rate {self.args.learning_rate:.1e} from the command (checkpoint trained "
+                        f"with {saved_lr:.1e}): continues at {self.optimizer.param_groups[0]['lr']:.1e} at step "
+                        f"{self.state.global_step}")
+
+    def _load_saved_optimizer_and_scheduler(self, checkpoint):
         """HF's loader, unless the parameters changed since the save (grown pool): then re-map by name."""
         names = saved_param_names(checkpoint) if checkpoint else None
         if names is None or names == optimizer_param_names(self.optimizer, self.moe_model):
