@@ -96,7 +96,8 @@ def _train(cfg: TrainConfig, log, extra_callbacks: list | None) -> TrainResult:
         data_collator=_train_collator(cfg, tokenizer), processing_class=tokenizer, callbacks=callbacks,
         resumption=resumption, run_config={**cfg.to_dict(), "group_by_length": grouped},  # the order decided
         position_fn=tracker.position, metadata_fn=lambda: _checkpoint_metadata(trainer, cfg, model, tracking, data, layout),
-        train_sampler=_train_sampler(cfg, data) if grouped else None, save_total_limit=cfg.save_total_limit, log=log,
+        train_sampler=_train_sampler(cfg, data, layout) if grouped else None, save_total_limit=cfg.save_total_limit,
+        log=log,
     )
     check_supported_parallelism(trainer)  # FSDP/DeepSpeed would shard what the checkpoint writer expects whole
     log(f"[train] {model.num_experts} experts x r={resumption.model_config.lora_r} on "
@@ -207,9 +208,10 @@ def _train_collator(cfg: TrainConfig, tokenizer):
     return PackingCollator() if cfg.packing else CausalLMCollator(tokenizer.pad_token_id)
 
 
-def _train_sampler(cfg: TrainConfig, data) -> SeededLengthGroupedSampler:
-    """Our seeded length grouping (instead of HF's random order), resumable mid-epoch."""
-    return SeededLengthGroupedSampler([len(ids) for ids in data.train["input_ids"]], cfg.train_batch_size, cfg.seed)
+def _train_sampler(cfg: TrainConfig, data, layout: DataLayout) -> SeededLengthGroupedSampler:
+    """Our seeded length grouping (instead of HF's random order), resumable mid-epoch; grouped by the global
+    batch, so the order does not depend on how it is split into micro-batches and processes."""
+    return SeededLengthGroupedSampler([len(ids) for ids in data.train["input_ids"]], layout.global_batch, cfg.seed)
 
 
 def _checkpoint_metadata(trainer, cfg: TrainConfig, model, tracking: Tracking, data, layout: DataLayout) -> dict:
