@@ -230,3 +230,53 @@ def test_divergence_advice_to_resume_with_a_lower_learning_rate_works(base, tmp_
     resumed = run(micro_config(base, tmp_path, max_steps=6, learning_rate=1e-4, resume_from_checkpoint="latest"))
     assert resumed.global_step == 6
     assert all(math.isfinite(v) for v in step_losses(resumed).values())
+
+
+class FinalWeights(TrainerCallback):
+    """Saves the model's adapters as they are when training ends (after --load_best_model_at_end loaded any)."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        from dylora_moe.model.adapter_io import save_adapter
+
+        save_adapter(model, self.directory)
+
+
+@pytest.mark.parametrize("with_store", [True, False], ids=["store", "no-store"])
+def test_best_model_at_end_when_resumed_elsewhere(base, tmp_path, monkeypatch, with_store):
+    """The best (step 3) was evaluated on another machine, whose step 4 (learning rate 1e3) made the model worse; the
+    run resumes from its checkpoint-4 elsewhere and ends at step 5 without improving (learning rate 0): the store's
+    `best` is the final model, else the last weights, said so."""
+    from dylora_moe.training.run import train
+
+    monkeypatch.setenv("DYLORA_MOE_CACHE_DIR", str(tmp_path / "cache"))  # store downloads land here
+    store = str(tmp_path / "store") if with_store else None
+    first = tmp_path / "first"
+    run(micro_config(base, first, checkpoint_store=store), stop_at=3)
+    run(micro_config(base, first, checkpoint_store=store, learning_rate=1e3, resume_from_checkpoint="latest"),
+        stop_at=4)
+    best_weights = adapter_weights(first / "checkpoint-3")
+    moved = Path(shutil.copytree(first / "checkpoint-4", tmp_path / "moved" / "checkpoint-4"))
+    shutil.rmtree(first)  # the other machine's output dir is gone
+    lines: list[str] = []
+    result = train(micro_config(base, tmp_path / "second", max_steps=5, load_best_model_at_end=True, learning_rate=0.0,
+                                checkpoint_store=store, resume_from_checkpoint=str(moved)),
+                   log=lines.append, extra_callbacks=[FinalWeights(tmp_path / "final")])
+    assert result.global_step == 5
+    final = adapter_weights(tmp_path / "final")
+    assert not [line for line in lines if "at None" in line], lines
+    if with_store:
+        assert max_weight_diff(final, best_weights) == 0
+        assert any(f"is not here; fetched {store}:best for --load_best_model_at_end" in line for line in lines), lines
+    else:
+        assert max_weight_diff(final, adapter_weights(tmp_path / "second" / "checkpoint-5")) == 0
+        assert max_weight_diff(final, best_weights) > 0
+        said = [line for line in lines if "not available here" in line]
+        assert said[0].startswith("[train] the best checkpoint (step 3, eval_loss ") and said[0].endswith(
+            "is not available here (no --checkpoint_store to fetch it from): unless a later evaluation beats it, "
+            "--load_best_model_at_end ends with the last weights")
+        assert said[1] == ("[train] --load_best_model_at_end: the best checkpoint (step 3) is not available here; "
+                           "the final weights are the last ones")
+        assert said[2].startswith("[train] done: 5 steps") and " at step 3 (checkpoint not available here);" in said[2]

@@ -121,6 +121,30 @@ class Resumption:
             log(f"[train] new experts {new_ids} start as copies of expert {source}")
         log(f"[train] grew the expert pool by {grow}: new immature experts {new_ids}")
 
+    def best_checkpoint(self, step: int, metric: float | None, log: Log = log_main) -> Path | None:
+        """The resumed run's best checkpoint (at `step`) when the directory it recorded is not on this machine:
+        the resumed checkpoint itself when it is the best, else the store's `best` when --checkpoint_store is
+        given and that version is the same step and metric; None, said in one line, when neither."""
+        what = f"the best checkpoint (step {step}, eval_loss {metric if metric is None else f'{metric:.4f}'})"
+        if read_manifest(self.path)["metadata"].get("global_step") == step:
+            return self.path
+        store = self.cfg.checkpoint_store
+        why = "no --checkpoint_store to fetch it from"
+        if store:
+            try:
+                path = fetch_checkpoint(f"{store}:best", log=log)
+            except UserError as exc:  # CheckpointError included: no `best` alias, or it does not verify
+                why = f"{store}:best cannot be fetched ({exc})"
+            else:
+                saved = read_manifest(path)["metadata"]
+                if saved.get("global_step") == step and saved.get("best_metric") == metric:
+                    log(f"[train] {what} is not here; fetched {store}:best for --load_best_model_at_end")
+                    return path
+                why = f"{store}:best is step {saved.get('global_step')}, another checkpoint"
+        log(f"[train] {what} is not available here ({why}): unless a later evaluation beats it, "
+            "--load_best_model_at_end ends with the last weights")
+        return None
+
     def plan_run(self, layout: DataLayout, log: Log = log_main) -> int:
         """Plan where in the data the run continues (`self.plan` on a full resume); returns the total steps."""
         cfg = self.cfg

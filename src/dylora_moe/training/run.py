@@ -259,15 +259,26 @@ def _summary(trainer, preemption, failures: list, uploads, started: float, is_ma
         return result
     state.save_to_json(str(output_dir / "trainer_state.json"))
     elapsed = time.monotonic() - started
-    best = f"{state.best_metric:.4f}" if state.best_metric is not None else "n/a"
     if preempted:
         waited = time.monotonic() - preemption.requested_at
         log(f"[train] preempted ({preemption.signal_name}) at step {state.global_step}: checkpoint {last} "
             f"written{' and uploaded' if uploads else ''} {waited:.1f} s after the signal; "
             f"exit code {EXIT_PREEMPTED}; restart with --resume_from_checkpoint auto")
+    best_missing = bool(state.best_global_step) and state.best_model_checkpoint is None
+    if best_missing and trainer.args.load_best_model_at_end:
+        log(f"[train] --load_best_model_at_end: the best checkpoint (step {state.best_global_step}) is not "
+            "available here; the final weights are the last ones")
     log(f"[train] done: {state.global_step} steps, epoch {state.epoch or 0:.2f}, {elapsed:.0f} s; "
-        f"best eval_loss {best} at {state.best_model_checkpoint}; last checkpoint {last}")
+        f"{_best_text(state)}; last checkpoint {last}")
     if failures:
         log(f"[train] {len(failures)} checkpoint upload(s) failed after retries (see the [upload] lines); "
             f"exit code {EXIT_UPLOAD_FAILED}")
     return result
+
+
+def _best_text(state) -> str:
+    """'best eval_loss 7.1445 at <checkpoint>', naming the step when that checkpoint is not on this machine."""
+    if state.best_metric is None:
+        return "best eval_loss n/a"
+    where = state.best_model_checkpoint or f"step {state.best_global_step} (checkpoint not available here)"
+    return f"best eval_loss {state.best_metric:.4f} at {where}"

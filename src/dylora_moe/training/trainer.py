@@ -253,6 +253,12 @@ class DyLoRATrainer(Trainer):
         plan = self.resumption.plan
         if resume_from_checkpoint is None or plan is None:
             return 0, 0
+        state = self.state
+        if self.args.load_best_model_at_end and state.best_global_step and state.best_model_checkpoint is None:
+            # HF forgets a recorded best directory that is not here (resumed on another machine or output dir)
+            with self.args.main_process_first(desc="fetch the best checkpoint"):
+                best = self.resumption.best_checkpoint(state.best_global_step, state.best_metric, log=self.log_fn)
+            state.best_model_checkpoint = str(best) if best is not None else None
         return plan.epochs_trained, plan.batches_to_skip
 
     def _load_best_model(self):
