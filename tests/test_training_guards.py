@@ -90,6 +90,20 @@ def test_output_dir_inside_the_resumed_checkpoint_is_refused_and_leaves_it_untou
     assert _tree_sha(checkpoint) == before
 
 
+def test_output_dir_in_an_hf_checkpoint_is_refused_but_a_run_dir_named_like_one_is_not(tmp_path):
+    from dylora_moe.training.output_dir import check_output_dir_location
+
+    hf_checkpoint = tmp_path / "hf-run" / "checkpoint-7"
+    hf_checkpoint.mkdir(parents=True)
+    (hf_checkpoint / "trainer_state.json").write_text("{}")
+    with pytest.raises(UserError, match=rf"is inside the checkpoint {hf_checkpoint};"):
+        check_output_dir_location(hf_checkpoint / "out")
+    run_dir = tmp_path / "checkpoint-1"  # a run's output dir: its own trainer_state.json and checkpoints
+    (run_dir / "checkpoint-3").mkdir(parents=True)
+    (run_dir / "trainer_state.json").write_text("{}")
+    check_output_dir_location(run_dir)
+
+
 def test_overwrite_output_dir_removes_a_symlinked_checkpoint_but_not_its_target(base, finished, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(finished, out)

@@ -21,12 +21,14 @@ from dylora_moe.errors import UserError
 
 def enclosing_checkpoint(output_dir: str | Path) -> Path | None:
     """The checkpoint directory that `output_dir` (symlinks resolved) is or lies in, else None: a directory
-    with a checkpoint manifest, or a `checkpoint-N` holding a trainer_state.json (HF's layout)."""
+    with a checkpoint manifest, or a `checkpoint-N` holding a trainer_state.json (HF's layout) and no
+    checkpoints of its own (a run directory that happens to be named so holds them)."""
     resolved = Path(output_dir).resolve()
     for directory in (resolved, *resolved.parents):
         if (directory / MANIFEST_NAME).is_file():
             return directory
-        if CHECKPOINT_DIR_RE.match(directory.name) and (directory / "trainer_state.json").is_file():
+        if (CHECKPOINT_DIR_RE.match(directory.name) and (directory / "trainer_state.json").is_file()
+                and not list_checkpoints(directory)):
             return directory
     return None
 
