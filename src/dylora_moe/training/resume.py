@@ -125,7 +125,8 @@ class Resumption:
         """The resumed run's best checkpoint (at `step`) when the directory it recorded is not on this machine:
         the resumed checkpoint itself when it is the best, else the store's `best` when --checkpoint_store is
         given and that version is the same step and metric; None, said in one line, when neither."""
-        what = f"the best checkpoint (step {step}, eval_loss {metric if metric is None else f'{metric:.4f}'})"
+        score = "n/a" if metric is None else f"{metric:.4f}"
+        what = f"the best checkpoint (step {step}, eval_loss {score})"
         if read_manifest(self.path)["metadata"].get("global_step") == step:
             return self.path
         store = self.cfg.checkpoint_store
@@ -176,7 +177,8 @@ def apply_learning_rate(optimizer, scheduler, learning_rate: float) -> float | N
     for group, multiplier in zip(optimizer.param_groups, multipliers):
         group["initial_lr"] = learning_rate
         # the (re-planned) schedule's multiplier where it has one, else the current one
-        group["lr"] = learning_rate * (multiplier(scheduler.last_epoch) if multiplier else group["lr"] / saved)
+        current = multiplier(scheduler.last_epoch) if multiplier else (group["lr"] / saved if saved else 1.0)
+        group["lr"] = learning_rate * current
     return saved
 
 
