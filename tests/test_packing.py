@@ -111,3 +111,16 @@ def test_length_sampler_is_seeded_per_epoch_and_groups_lengths():
     random_spread = sum(max(lengths[i] for i in shuffled[k:k + 8]) - min(lengths[i] for i in shuffled[k:k + 8])
                         for k in range(0, 400, 8))
     assert spread < random_spread / 3
+
+
+def test_length_groups_follow_the_global_batch_so_a_resume_with_another_split_continues_in_order():
+    """Global batch 4 as 4x1 for 5 steps, then as 2x2: each step takes the sampler's next 4 samples, so the
+    epoch is the uninterrupted one, no sample twice, none skipped; the micro-batches of 2 stay length-grouped."""
+    lengths = [int(x) for x in torch.randint(5, 300, (59,), generator=torch.Generator().manual_seed(1))]
+    order = list(SeededLengthGroupedSampler(lengths, 4, seed=3))
+    micro_4 = [order[k:k + 4] for k in range(0, 59, 4)]
+    micro_2 = [order[k:k + 2] for k in range(0, 59, 2)]
+    resumed = [i for batch in micro_4[:5] for i in batch] + [i for batch in micro_2[5 * 2:] for i in batch]
+    assert resumed == order and sorted(resumed) == list(range(59))
+    spread = sum(abs(lengths[b[0]] - lengths[b[-1]]) for b in micro_2)
+    assert spread < sum(abs(lengths[i] - lengths[j]) for i, j in zip(range(0, 58, 2), range(1, 59, 2))) / 3

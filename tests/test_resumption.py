@@ -152,7 +152,7 @@ def test_the_plan_hands_tracker_and_data_skip_the_same_position(tmp_path):
     layout = DataLayout.of(100, batch=4, grad_accum=2, world_size=1, fingerprint="fp")
     assert (layout.global_batch, layout.steps_per_epoch) == (8, 13)
     position = {"global_step": 18, "epoch": 1, "samples_in_epoch": 40, "global_batch": 8, "steps_per_epoch": 13,
-                "num_examples": 100, "dataset_fingerprint": "fp", "world_size": 1}
+                "num_examples": 100, "dataset_fingerprint": "fp", "world_size": 1, "grad_accum": 2}
     cfg = _cfg(tmp_path, resume_from_checkpoint="latest", num_epochs=2)
     _checkpoint(Path(cfg.output_dir), 18, cfg, position=position)
     r = Resumption.prepare(cfg, log=lambda m: None)

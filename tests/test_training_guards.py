@@ -67,6 +67,57 @@ def test_overwrite_output_dir_replaces_the_old_run_and_the_summary_names_the_new
     assert find_latest_checkpoint(out, log=lambda m: None) == out / "checkpoint-2"
 
 
+def _tree_sha(root: Path) -> dict[str, str]:
+    """Every file under `root` (relative path -> sha256): byte-identical means no file changed, added or removed."""
+    return {str(p.relative_to(root)): sha256_file(p) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_output_dir_inside_the_resumed_checkpoint_is_refused_and_leaves_it_untouched(base, finished, tmp_path):
+    checkpoint = finished / "checkpoint-3"
+    before = _tree_sha(checkpoint)
+    proc = run_cli(*cli_args(base, checkpoint, "--resume_from_checkpoint", str(checkpoint)))
+    assert proc.returncode == 2
+    assert one_error_line(proc) == (
+        f"error: --output_dir {checkpoint} is inside the checkpoint {checkpoint}; training there would overwrite "
+        f"it; choose an --output_dir outside any checkpoint (e.g. {finished} to continue that run)")
+    link = tmp_path / "link"
+    link.symlink_to(checkpoint, target_is_directory=True)
+    for output_dir in (checkpoint / "nested" / "out", link, link / "out"):  # below it, or reached by a symlink
+        cfg = micro_config(base, output_dir, max_steps=4, resume_from_checkpoint=str(checkpoint))
+        with pytest.raises(UserError, match=rf"is inside the checkpoint {checkpoint};"):
+            run(cfg)
+    verify_checkpoint(checkpoint)
+    assert _tree_sha(checkpoint) == before
+
+
+def test_output_dir_in_an_hf_checkpoint_is_refused_but_a_run_dir_named_like_one_is_not(tmp_path):
+    from dylora_moe.training.output_dir import check_output_dir_location
+
+    hf_checkpoint = tmp_path / "hf-run" / "checkpoint-7"
+    hf_checkpoint.mkdir(parents=True)
+    (hf_checkpoint / "trainer_state.json").write_text("{}")
+    with pytest.raises(UserError, match=rf"is inside the checkpoint {hf_checkpoint};"):
+        check_output_dir_location(hf_checkpoint / "out")
+    run_dir = tmp_path / "checkpoint-1"  # a run's output dir: its own trainer_state.json and checkpoints
+    (run_dir / "checkpoint-3").mkdir(parents=True)
+    (run_dir / "trainer_state.json").write_text("{}")
+    check_output_dir_location(run_dir)
+
+
+def test_overwrite_output_dir_removes_a_symlinked_checkpoint_but_not_its_target(base, finished, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(finished, out)
+    target = Path(shutil.copytree(finished / "checkpoint-6", tmp_path / "elsewhere" / "checkpoint-6"))
+    before = _tree_sha(target)
+    (out / "checkpoint-9").symlink_to(target, target_is_directory=True)
+    result = run(micro_config(base, out, max_steps=2, save_steps=2, overwrite_output_dir=True))
+    assert result.global_step == 2
+    assert not (out / "checkpoint-9").is_symlink() and not (out / "checkpoint-9").exists()
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
+    assert _tree_sha(target) == before
+    verify_checkpoint(target)
+
+
 def test_second_run_into_a_busy_output_dir_gets_one_line_and_sigkill_leaves_no_stale_lock(base, tmp_path):
     from dylora_moe.training.run_lock import LOCK_NAME, run_lock
 

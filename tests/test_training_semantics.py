@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import TrainerCallback
 
 from dylora_moe.checkpoint.manifest import write_manifest
 from dylora_moe.errors import UserError
 from micro import save_micro_base
-from train_helpers import adapter_weights, micro_config, run
+from train_helpers import adapter_weights, max_weight_diff, micro_config, run, step_losses
 
 LOG_KEYS = {"loss", "lm_loss", "balance_loss", "learning_rate", "routing_entropy",
             "expert_usage_0", "expert_usage_1", "expert_usage_2", "expert_usage_3"}
@@ -177,10 +179,104 @@ def test_no_eval_set_trains_without_evaluation(base, tmp_path):
 
 
 def test_gradient_checkpointing_gives_the_same_steps(base, tmp_path):
-    from train_helpers import step_losses
 
     plain = run(micro_config(base, tmp_path / "plain", max_steps=3))
     checkpointed = run(micro_config(base, tmp_path / "ckpt", max_steps=3, gradient_checkpointing=True))
     a, b = step_losses(plain), step_losses(checkpointed)
     assert sorted(a) == sorted(b) == [1, 2, 3]
     assert all(abs(a[s] - b[s]) < 1e-5 for s in a)
+
+
+class FirstStepLR(TrainerCallback):
+    """The optimizer's learning rate at the first step this run takes, and the schedule's multiplier there."""
+
+    def __init__(self):
+        self.lr = self.multiplier = None
+
+    def on_step_begin(self, args, state, control, optimizer=None, lr_scheduler=None, **kwargs):
+        if self.lr is None:
+            self.lr = optimizer.param_groups[0]["lr"]
+            self.multiplier = lr_scheduler.lr_lambdas[0](state.global_step)
+
+
+def test_new_learning_rate_on_resume_applies_from_the_resume_step(base, tmp_path):
+    from dylora_moe.training.run import train
+
+    first = tmp_path / "first"
+    run(micro_config(base, first), stop_at=3)
+    probes, logs = {}, {}
+    for lr in (5e-3, 1e-4):  # the checkpoint's own, a new one
+        probes[lr], logs[lr] = FirstStepLR(), []
+        train(micro_config(base, tmp_path / str(lr), max_steps=4, learning_rate=lr,
+                           resume_from_checkpoint=str(first / "checkpoint-3")),
+              log=logs[lr].append, extra_callbacks=[probes[lr]])
+    new = probes[1e-4]
+    assert new.lr == pytest.approx(new.multiplier * 1e-4, rel=1e-9) and 0 < new.multiplier < 1
+    assert [line for line in logs[1e-4] if line.startswith("[train] learning rate")] == [
+        f"[train] learning rate 1.0e-04 from the command (checkpoint trained with 5.0e-03): continues at "
+        f"{new.lr:.1e} at step 3"]
+    assert not [line for line in logs[5e-3] if line.startswith("[train] learning rate")]
+    assert max_weight_diff(adapter_weights(tmp_path / "0.0001" / "checkpoint-4"),
+                           adapter_weights(tmp_path / "0.005" / "checkpoint-4")) > 1e-6
+
+
+def test_divergence_advice_to_resume_with_a_lower_learning_rate_works(base, tmp_path):
+    from dylora_moe.training.divergence import TrainingDiverged
+
+    run(micro_config(base, tmp_path), stop_at=3)
+    with pytest.raises(TrainingDiverged, match=r"last checkpoint .*checkpoint-3 is intact; resume from it with a "
+                                               r"lower --learning_rate \(now 1e\+30\)"):
+        run(micro_config(base, tmp_path, max_steps=6, learning_rate=1e30, resume_from_checkpoint="latest"))
+    resumed = run(micro_config(base, tmp_path, max_steps=6, learning_rate=1e-4, resume_from_checkpoint="latest"))
+    assert resumed.global_step == 6
+    assert all(math.isfinite(v) for v in step_losses(resumed).values())
+
+
+class FinalWeights(TrainerCallback):
+    """Saves the model's adapters as they are when training ends (after --load_best_model_at_end loaded any)."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        from dylora_moe.model.adapter_io import save_adapter
+
+        save_adapter(model, self.directory)
+
+
+@pytest.mark.parametrize("with_store", [True, False], ids=["store", "no-store"])
+def test_best_model_at_end_when_resumed_elsewhere(base, tmp_path, monkeypatch, with_store):
+    """The best (step 3) was evaluated on another machine, whose step 4 (learning rate 1e3) made the model worse; the
+    run resumes from its checkpoint-4 elsewhere and ends at step 5 without improving (learning rate 0): the store's
+    `best` is the final model, else the last weights, said so."""
+    from dylora_moe.training.run import train
+
+    monkeypatch.setenv("DYLORA_MOE_CACHE_DIR", str(tmp_path / "cache"))  # store downloads land here
+    store = str(tmp_path / "store") if with_store else None
+    first = tmp_path / "first"
+    run(micro_config(base, first, checkpoint_store=store), stop_at=3)
+    run(micro_config(base, first, checkpoint_store=store, learning_rate=1e3, resume_from_checkpoint="latest"),
+        stop_at=4)
+    best_weights = adapter_weights(first / "checkpoint-3")
+    moved = Path(shutil.copytree(first / "checkpoint-4", tmp_path / "moved" / "checkpoint-4"))
+    shutil.rmtree(first)  # the other machine's output dir is gone
+    lines: list[str] = []
+    result = train(micro_config(base, tmp_path / "second", max_steps=5, load_best_model_at_end=True, learning_rate=0.0,
+                                checkpoint_store=store, resume_from_checkpoint=str(moved)),
+                   log=lines.append, extra_callbacks=[FinalWeights(tmp_path / "final")])
+    assert result.global_step == 5
+    final = adapter_weights(tmp_path / "final")
+    assert not [line for line in lines if "at None" in line], lines
+    if with_store:
+        assert max_weight_diff(final, best_weights) == 0
+        assert any(f"is not here; fetched {store}:best for --load_best_model_at_end" in line for line in lines), lines
+    else:
+        assert max_weight_diff(final, adapter_weights(tmp_path / "second" / "checkpoint-5")) == 0
+        assert max_weight_diff(final, best_weights) > 0
+        said = [line for line in lines if "not available here" in line]
+        assert said[0].startswith("[train] the best checkpoint (step 3, eval_loss ") and said[0].endswith(
+            "is not available here (no --checkpoint_store to fetch it from): unless a later evaluation beats it, "
+            "--load_best_model_at_end ends with the last weights")
+        assert said[1] == ("[train] --load_best_model_at_end: the best checkpoint (step 3) is not available here; "
+                           "the final weights are the last ones")
+        assert said[2].startswith("[train] done: 5 steps") and " at step 3 (checkpoint not available here);" in said[2]

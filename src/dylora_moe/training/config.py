@@ -57,7 +57,8 @@ class TrainConfig:
     num_epochs: float = field(default=1.0, metadata={"help": (
         "passes over the training set (ignored when --max_steps is set)")})
     max_steps: int = field(default=-1, metadata={"help": "optimizer steps to train (-1: from --num_epochs)"})
-    learning_rate: float = field(default=1e-3, metadata={"help": "peak learning rate"})
+    learning_rate: float = field(default=1e-3, metadata={"help": (
+        "peak learning rate (on resume: the new peak from the resume step on, the schedule keeping its shape)")})
     lr_scheduler_type: str = field(default="cosine", metadata={"help": (
         "learning-rate schedule (any of transformers' SchedulerType)")})
     warmup_ratio: float = field(default=0.05, metadata={"help": (
@@ -97,7 +98,8 @@ class TrainConfig:
         "stop after N evaluations without a better eval_loss")})
     disable_early_stopping: bool = field(default=False, metadata={"help": "never stop early"})
     load_best_model_at_end: bool = field(default=False, metadata={"help": (
-        "load the checkpoint with the best eval_loss when training ends")})
+        "load the checkpoint with the best eval_loss when training ends (resumed elsewhere: fetched from "
+        "--checkpoint_store's best, else the last weights, said so)")})
     # resumption
     resume_from_checkpoint: str | None = field(default=None, metadata={"help": (
         "checkpoint dir, output dir, store URI, or no value / 'latest' (newest in --output_dir), or 'auto' (newest "

@@ -31,6 +31,7 @@ class DataPositionTracker(TrainerCallback):
             samples_in_epoch=self.steps_in_epoch * layout.global_batch, global_batch=layout.global_batch,
             steps_per_epoch=layout.steps_per_epoch, num_examples=layout.num_examples,
             dataset_fingerprint=layout.dataset_fingerprint, world_size=layout.world_size,
+            grad_accum=layout.grad_accum,
         ).__dict__.copy()
 
 

@@ -121,6 +121,31 @@ class Resumption:
             log(f"[train] new experts {new_ids} start as copies of expert {source}")
         log(f"[train] grew the expert pool by {grow}: new immature experts {new_ids}")
 
+    def best_checkpoint(self, step: int, metric: float | None, log: Log = log_main) -> Path | None:
+        """The resumed run's best checkpoint (at `step`) when the directory it recorded is not on this machine:
+        the resumed checkpoint itself when it is the best, else the store's `best` when --checkpoint_store is
+        given and that version is the same step and metric; None, said in one line, when neither."""
+        score = "n/a" if metric is None else f"{metric:.4f}"
+        what = f"the best checkpoint (step {step}, eval_loss {score})"
+        if read_manifest(self.path)["metadata"].get("global_step") == step:
+            return self.path
+        store = self.cfg.checkpoint_store
+        why = "no --checkpoint_store to fetch it from"
+        if store:
+            try:
+                path = fetch_checkpoint(f"{store}:best", log=log)
+            except UserError as exc:  # CheckpointError included: no `best` alias, or it does not verify
+                why = f"{store}:best cannot be fetched ({exc})"
+            else:
+                saved = read_manifest(path)["metadata"]
+                if saved.get("global_step") == step and saved.get("best_metric") == metric:
+                    log(f"[train] {what} is not here; fetched {store}:best for --load_best_model_at_end")
+                    return path
+                why = f"{store}:best is step {saved.get('global_step')}, another checkpoint"
+        log(f"[train] {what} is not available here ({why}): unless a later evaluation beats it, "
+            "--load_best_model_at_end ends with the last weights")
+        return None
+
     def plan_run(self, layout: DataLayout, log: Log = log_main) -> int:
         """Plan where in the data the run continues (`self.plan` on a full resume); returns the total steps."""
         cfg = self.cfg
@@ -134,6 +159,27 @@ class Resumption:
         if cfg.grow_experts:
             log("[train] --grow_experts: the optimizer keeps the state of existing parameters; new experts start fresh")
         return self.plan.max_steps
+
+
+def apply_learning_rate(optimizer, scheduler, learning_rate: float) -> float | None:
+    """Give a resumed optimizer and schedule the command's peak learning rate; returns the checkpoint's peak
+    when it differed (None: unchanged, nothing touched, so the resume stays bit for bit).
+
+    Training arguments come from the command, but the loaded state carries the old peak in the scheduler's
+    `base_lrs` and the groups' `initial_lr`/`lr`. The schedule keeps its shape: from the resume step on each
+    group's LR is the schedule's multiplier at that step times the new peak."""
+    base_lrs = getattr(scheduler, "base_lrs", None)
+    if not base_lrs or base_lrs[0] == learning_rate:
+        return None
+    saved = base_lrs[0]
+    multipliers = getattr(scheduler, "lr_lambdas", None) or [None] * len(base_lrs)
+    scheduler.base_lrs = [learning_rate] * len(base_lrs)
+    for group, multiplier in zip(optimizer.param_groups, multipliers):
+        group["initial_lr"] = learning_rate
+        # the (re-planned) schedule's multiplier where it has one, else the current one
+        current = multiplier(scheduler.last_epoch) if multiplier else (group["lr"] / saved if saved else 1.0)
+        group["lr"] = learning_rate * current
+    return saved
 
 
 def command_model_config(cfg: TrainConfig) -> DyLoRAConfig:

@@ -23,10 +23,11 @@ class DataPosition:
     num_examples: int
     dataset_fingerprint: str
     world_size: int
+    grad_accum: int = 0  # micro-batches per optimizer step (0: a checkpoint from before it was recorded)
 
     @classmethod
     def from_dict(cls, data: dict) -> "DataPosition":
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
 
 @dataclass(frozen=True)
@@ -83,14 +84,26 @@ def plan_resume(saved: DataPosition, layout: DataLayout, *, num_epochs: float, m
     else:
         remaining_epochs = num_epochs - epochs_trained
         total = step + max(0, math.ceil(remaining_epochs * steps_per_epoch) - steps_into_epoch)
-    exact = same_layout and world_size == saved.world_size
+    same_split = saved.grad_accum in (0, layout.grad_accum)  # unrecorded: as before, taken as unchanged
+    exact = same_layout and world_size == saved.world_size and same_split
     message = (
         f"resuming at step {step}, epoch {epochs_trained}, batch {steps_into_epoch}/{steps_per_epoch} of the epoch"
     )
-    if not exact:
+    if not (same_layout and world_size == saved.world_size):
         message += (
             f"; world size {saved.world_size}->{world_size}, global batch {saved.global_batch}->{global_batch}: "
             "data position recomputed in samples, the continuation is no longer bitwise exact"
         )
+    elif not same_split:
+        message += (
+            f"; per-device batch x accumulation {_split(saved.global_batch, saved.grad_accum, world_size)}->"
+            f"{_split(global_batch, layout.grad_accum, world_size)} with the same global batch: the same samples "
+            "in the same steps, but other micro-batches, so the continuation is not bitwise exact"
+        )
     return ResumePlan(epochs_trained, steps_into_epoch, steps_into_epoch * layout.grad_accum, total, exact, False,
                       message)
+
+
+def _split(global_batch: int, grad_accum: int, world_size: int) -> str:
+    """'4x1': per-device batch x gradient accumulation."""
+    return f"{global_batch // (grad_accum * world_size)}x{grad_accum}"

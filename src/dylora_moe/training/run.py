@@ -32,7 +32,7 @@ from dylora_moe.training.callbacks import EXIT_PREEMPTED, MaturitySchedule, Pati
 from dylora_moe.training.config import TrainConfig
 from dylora_moe.training.distributed import check_supported_parallelism
 from dylora_moe.training.divergence import NonFiniteGuard
-from dylora_moe.training.output_dir import claim_output_dir
+from dylora_moe.training.output_dir import check_output_dir_location, claim_output_dir
 from dylora_moe.training.progress import DataPositionTracker, FinalStepSave, RunEvents
 from dylora_moe.training.resume import Resumption
 from dylora_moe.training.resume_plan import DataLayout
@@ -58,6 +58,7 @@ def train(cfg: TrainConfig, log=log_main, extra_callbacks: list | None = None) -
 
     The main process holds the output directory's run lock throughout (a second run into it is refused)."""
     cfg.check()
+    check_output_dir_location(cfg.output_dir)  # before the run lock writes into it
     with run_lock(cfg.output_dir, enabled=is_main_process()):
         return _train(cfg, log, extra_callbacks)
 
@@ -95,7 +96,8 @@ def _train(cfg: TrainConfig, log, extra_callbacks: list | None) -> TrainResult:
         data_collator=_train_collator(cfg, tokenizer), processing_class=tokenizer, callbacks=callbacks,
         resumption=resumption, run_config=cfg.run_config(group_by_length=grouped, attn_implementation=model.config._attn_implementation),
         position_fn=tracker.position, metadata_fn=lambda: _checkpoint_metadata(trainer, cfg, model, tracking, data, layout),
-        train_sampler=_train_sampler(cfg, data) if grouped else None, save_total_limit=cfg.save_total_limit, log=log,
+        train_sampler=_train_sampler(cfg, data, layout) if grouped else None, save_total_limit=cfg.save_total_limit,
+        log=log,
     )
     check_supported_parallelism(trainer)  # FSDP/DeepSpeed would shard what the checkpoint writer expects whole
     log(f"[train] {model.num_experts} experts x r={resumption.model_config.lora_r} on "
@@ -206,9 +208,10 @@ def _train_collator(cfg: TrainConfig, tokenizer):
     return PackingCollator() if cfg.packing else CausalLMCollator(tokenizer.pad_token_id)
 
 
-def _train_sampler(cfg: TrainConfig, data) -> SeededLengthGroupedSampler:
-    """Our seeded length grouping (instead of HF's random order), resumable mid-epoch."""
-    return SeededLengthGroupedSampler([len(ids) for ids in data.train["input_ids"]], cfg.train_batch_size, cfg.seed)
+def _train_sampler(cfg: TrainConfig, data, layout: DataLayout) -> SeededLengthGroupedSampler:
+    """Our seeded length grouping (instead of HF's random order), resumable mid-epoch; grouped by the global
+    batch, so the order does not depend on how it is split into micro-batches and processes."""
+    return SeededLengthGroupedSampler([len(ids) for ids in data.train["input_ids"]], layout.global_batch, cfg.seed)
 
 
 def _checkpoint_metadata(trainer, cfg: TrainConfig, model, tracking: Tracking, data, layout: DataLayout) -> dict:
@@ -256,15 +259,26 @@ def _summary(trainer, preemption, failures: list, uploads, started: float, is_ma
         return result
     state.save_to_json(str(output_dir / "trainer_state.json"))
     elapsed = time.monotonic() - started
-    best = f"{state.best_metric:.4f}" if state.best_metric is not None else "n/a"
     if preempted:
         waited = time.monotonic() - preemption.requested_at
         log(f"[train] preempted ({preemption.signal_name}) at step {state.global_step}: checkpoint {last} "
             f"written{' and uploaded' if uploads else ''} {waited:.1f} s after the signal; "
             f"exit code {EXIT_PREEMPTED}; restart with --resume_from_checkpoint auto")
+    best_missing = bool(state.best_global_step) and state.best_model_checkpoint is None
+    if best_missing and trainer.args.load_best_model_at_end:
+        log(f"[train] --load_best_model_at_end: the best checkpoint (step {state.best_global_step}) is not "
+            "available here; the final weights are the last ones")
     log(f"[train] done: {state.global_step} steps, epoch {state.epoch or 0:.2f}, {elapsed:.0f} s; "
-        f"best eval_loss {best} at {state.best_model_checkpoint}; last checkpoint {last}")
+        f"{_best_text(state)}; last checkpoint {last}")
     if failures:
         log(f"[train] {len(failures)} checkpoint upload(s) failed after retries (see the [upload] lines); "
             f"exit code {EXIT_UPLOAD_FAILED}")
     return result
+
+
+def _best_text(state) -> str:
+    """'best eval_loss 7.1445 at <checkpoint>', naming the step when that checkpoint is not on this machine."""
+    if state.best_metric is None:
+        return "best eval_loss n/a"
+    where = state.best_model_checkpoint or f"step {state.best_global_step} (checkpoint not available here)"
+    return f"best eval_loss {state.best_metric:.4f} at {where}"

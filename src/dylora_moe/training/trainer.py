@@ -25,7 +25,7 @@ from dylora_moe.checkpoint.manifest import find_latest_checkpoint, list_checkpoi
 from dylora_moe.errors import UserError
 from dylora_moe.model.adapter_io import load_adapter, save_adapter
 from dylora_moe.model.loss import combine_loss
-from dylora_moe.training.resume import Resumption
+from dylora_moe.training.resume import Resumption, apply_learning_rate
 from dylora_moe.training.rng import load_rng_state, save_rng_state
 from dylora_moe.training.optimizer_growth import (optimizer_param_names, remap_optimizer_state,
                                                   save_optimizer_param_names, saved_param_names)
@@ -213,6 +213,17 @@ class DyLoRATrainer(Trainer):
         built, so the optimizer covers the final parameters. HF's loader would look for full model weights."""
 
     def _load_optimizer_and_scheduler(self, checkpoint):
+        """The checkpoint's optimizer and schedule, then the command's peak learning rate (which may differ)."""
+        self._load_saved_optimizer_and_scheduler(checkpoint)
+        if checkpoint is None or self.lr_scheduler is None:
+            return
+        saved_lr = apply_learning_rate(self.optimizer, self.lr_scheduler, self.args.learning_rate)
+        if saved_lr is not None:
+            self.log_fn(f"[train] learning rate {self.args.learning_rate:.1e} from the command (checkpoint trained "
+                        f"with {saved_lr:.1e}): continues at {self.optimizer.param_groups[0]['lr']:.1e} at step "
+                        f"{self.state.global_step}")
+
+    def _load_saved_optimizer_and_scheduler(self, checkpoint):
         """HF's loader, unless the parameters changed since the save (grown pool): then re-map by name."""
         names = saved_param_names(checkpoint) if checkpoint else None
         if names is None or names == optimizer_param_names(self.optimizer, self.moe_model):
@@ -241,6 +252,12 @@ class DyLoRATrainer(Trainer):
         plan = self.resumption.plan
         if resume_from_checkpoint is None or plan is None:
             return 0, 0
+        state = self.state
+        if self.args.load_best_model_at_end and state.best_global_step and state.best_model_checkpoint is None:
+            # HF forgets a recorded best directory that is not here (resumed on another machine or output dir)
+            with self.args.main_process_first(desc="fetch the best checkpoint"):
+                best = self.resumption.best_checkpoint(state.best_global_step, state.best_metric, log=self.log_fn)
+            state.best_model_checkpoint = str(best) if best is not None else None
         return plan.epochs_trained, plan.batches_to_skip
 
     def _load_best_model(self):
