@@ -89,3 +89,32 @@ def test_resume_with_another_batch_split_continues_the_epoch_in_the_same_order(b
     assert any(line.endswith("per-device batch x accumulation 4x1->2x2 with the same global batch: the same "
                              "samples in the same steps, but other micro-batches, so the continuation is not "
                              "bitwise exact") for line in lines), lines
+
+
+def test_a_checkpoint_without_its_accumulation_grouped_per_device_says_its_epoch_is_not_exact(base, tmp_path):
+    """A checkpoint written before length groups followed the global batch records no accumulation; resumed
+    mid-epoch at 2x2, the rest of its epoch is grouped otherwise than it was trained: one line says so."""
+    import json
+
+    import shutil
+
+    from dylora_moe.checkpoint.manifest import publish_atomically, read_manifest, write_manifest
+    from dylora_moe.training.state import DYLORA_STATE_NAME
+
+    def config(**options):
+        cfg = micro_config(base, tmp_path / "run", group_by_length=True, num_epochs=1, max_examples=70,
+                           train_batch_size=2, gradient_accumulation_steps=2, **options)
+        cfg.data.eval_fraction = 0.0
+        return cfg
+
+    _consumed(config(save_steps=3), stop_at=3)
+    checkpoint, edited = tmp_path / "run" / "checkpoint-3", tmp_path / "edited"
+    shutil.copytree(checkpoint, edited)
+    state = json.loads((edited / DYLORA_STATE_NAME).read_text())
+    del state["data_position"]["grad_accum"]  # as an earlier version wrote it
+    (edited / DYLORA_STATE_NAME).write_text(json.dumps(state))
+    write_manifest(edited, read_manifest(edited)["metadata"])
+    publish_atomically(edited, checkpoint)
+    _, lines = _consumed(config(resume_from_checkpoint=str(checkpoint), max_steps=4))
+    assert any(line.startswith("[data] checkpoint from an earlier version, whose length groups were cut to the "
+                               "per-device batch (now the global batch, 4): the rest of epoch 0") for line in lines), lines

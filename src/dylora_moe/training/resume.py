@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import json
@@ -83,6 +83,7 @@ class Resumption:
         grouping existed: random), so the continuation stays exact; else on (the fastest order here, see
         docs/training.md) unless --packing already removes the padding."""
         if self.cfg.group_by_length is not None:
+            self._check_legacy_groups(self.cfg.group_by_length, log)
             return self.cfg.group_by_length
         if self.full:
             saved = self.path / RUN_CONFIG_NAME
@@ -90,11 +91,26 @@ class Resumption:
             log(f"[data] {'batches grouped by length' if grouped else 'random order'}, as the checkpoint was "
                 f"trained ({'--no_group_by_length' if grouped else '--group_by_length'} changes it; the "
                 "continuation is then no longer exact)")
+            self._check_legacy_groups(grouped, log)
             return grouped
         if self.cfg.packing:
             return False  # packed rows hold no padding to save
         log("[data] batches grouped by length (the default for a new run; --no_group_by_length for random order)")
         return True
+
+    def _check_legacy_groups(self, grouped: bool, log: Log) -> None:
+        """A checkpoint that records no accumulation was written when length groups were cut to the per-device
+        batch, not the global one; where the two differ, the rest of its epoch is grouped otherwise: say so, and
+        the resume is not exact (a new epoch starts in the new order anyway)."""
+        if not (grouped and self.full and self.plan is not None and self.plan.steps_in_epoch > 0):
+            return
+        saved = DataPosition.from_dict(self.state.data_position)
+        if saved.grad_accum or (saved.world_size == 1 and saved.global_batch == self.cfg.train_batch_size):
+            return
+        self.plan = replace(self.plan, exact=False)
+        log(f"[data] checkpoint from an earlier version, whose length groups were cut to the per-device batch (now "
+            f"the global batch, {saved.global_batch}): the rest of epoch {self.plan.epochs_trained} may revisit "
+            "some samples and skip others; the continuation is not exact (the next epoch is)")
 
     def load_adapters(self, model, log: Log = log_main) -> None:
         """Load the saved experts into `model` (the one load of a resume), then grow the pool for --grow_experts.
