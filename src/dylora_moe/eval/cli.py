@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from dylora_moe.library_output import add_verbose_flag
 from dylora_moe.processes import log_stderr
 
 
@@ -55,6 +56,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     add_quantization_flags(parser)
     add_attn_argument(parser)
+    add_verbose_flag(parser)
     parser.set_defaults(func=_run)
 
 

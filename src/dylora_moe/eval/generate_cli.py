@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from dylora_moe.eval.cli import add_attn_argument, add_model_arguments
+from dylora_moe.library_output import add_verbose_flag
 from dylora_moe.processes import log_stderr
 
 
@@ -34,6 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from dylora_moe.model.quantization import add_quantization_flags
 
     add_quantization_flags(parser)
+    add_verbose_flag(parser)
     parser.set_defaults(func=_run)
 
 

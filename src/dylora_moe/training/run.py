@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import TrainingArguments, set_seed
+from transformers import PrinterCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import IntervalStrategy
 
 from dylora_moe.checkpoint.manifest import (clean_stale_temp_dirs, find_latest_checkpoint, incomplete_reason,
@@ -34,6 +34,7 @@ from dylora_moe.training.distributed import check_supported_parallelism
 from dylora_moe.training.divergence import NonFiniteGuard
 from dylora_moe.training.output_dir import claim_output_dir
 from dylora_moe.training.progress import DataPositionTracker, FinalStepSave, RunEvents
+from dylora_moe.training.progress_log import ProgressLog
 from dylora_moe.training.resume import Resumption
 from dylora_moe.training.resume_plan import DataLayout
 from dylora_moe.training.run_lock import run_lock
@@ -97,6 +98,7 @@ def _train(cfg: TrainConfig, log, extra_callbacks: list | None) -> TrainResult:
         position_fn=tracker.position, metadata_fn=lambda: _checkpoint_metadata(trainer, cfg, model, tracking, data, layout),
         train_sampler=_train_sampler(cfg, data) if grouped else None, save_total_limit=cfg.save_total_limit, log=log,
     )
+    trainer.remove_callback(PrinterCallback)  # HF's raw-dict printer (`disable_tqdm`): ProgressLog prints instead
     check_supported_parallelism(trainer)  # FSDP/DeepSpeed would shard what the checkpoint writer expects whole
     log(f"[train] {model.num_experts} experts x r={resumption.model_config.lora_r} on "
         f"{resumption.model_config.target_modules}: {model.trainable_parameter_count():,} trainable parameters; "
@@ -125,6 +127,7 @@ def _training_args(cfg: TrainConfig, report_to) -> TrainingArguments:
         greater_is_better=False, remove_unused_columns=False, prediction_loss_only=True,
         dataloader_num_workers=0, report_to=report_to, activation_checkpointing=cfg.gradient_checkpointing,
         ddp_find_unused_parameters=False, use_cpu=not torch.cuda.is_available(), bf16=cfg.bf16, fp16=cfg.fp16,
+        disable_tqdm=True,  # HF's bars and dict lines: ProgressLog shows progress instead (bars only on a terminal)
     )
 
 
@@ -181,7 +184,7 @@ def _maturity_step(cfg: TrainConfig, total_steps: int) -> int | None:
 def _callbacks(cfg: TrainConfig, model, tokenizer, data, resumption: Resumption, tracker, preemption, uploads,
                maturity_step: int | None, tracking: Tracking, log) -> list:
     callbacks = [NonFiniteGuard(model), tracker, MaturitySchedule(model, maturity_step, log=log), preemption,
-                 FinalStepSave()]
+                 FinalStepSave(), ProgressLog(log=log)]
     if not cfg.disable_early_stopping and len(data.eval) > 0:
         callbacks.append(PatienceEarlyStopping(cfg.early_stopping_patience, resumption.state.early_stopping, log=log))
     callbacks.append(RunEvents(resumption, log=log))
