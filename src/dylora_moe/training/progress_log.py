@@ -3,7 +3,7 @@
 HF's ProgressCallback writes every log as a raw dict above its tqdm bars, and tqdm's carriage-return updates
 fill a log file with overwritten lines. `ProgressLog` takes the place of both HF printers (run.py turns them
 off with `disable_tqdm` and removes `PrinterCallback`): it writes one line per log through the run's `log`,
-and only when that log is a terminal does it also show HF's bars. It reads the logs and never changes them, so
+and only when stderr is a terminal does it also show HF's bars. It reads the logs and never changes them, so
 W&B and the trainer state's history get exactly what HF gives them.
 """
 
@@ -13,7 +13,6 @@ import sys
 import time
 
 import torch
-from tqdm import tqdm
 from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
@@ -117,7 +116,7 @@ class ProgressLog(TrainerCallback):
         else:
             line = other_line(logs, state.global_step, state.max_steps)
         if state.is_world_process_zero:
-            self._write(line)
+            self.log(line)  # log_main puts it above the bars on a terminal
 
     def _rates(self, state) -> tuple[float | None, float | None]:
         """(tokens/s since the last line, seconds left); None where nothing was measured yet."""
@@ -129,13 +128,6 @@ class ProgressLog(TrainerCallback):
         done = state.global_step - self.start_step
         eta = (now - self.started) / done * (state.max_steps - state.global_step) if done > 0 else None
         return tokens_per_s, eta
-
-    def _write(self, line: str) -> None:
-        if self.bars is None:
-            self.log(line)
-            return
-        with tqdm.external_write_mode(file=sys.stderr):  # the line above the bars, not through them
-            self.log(line)
 
     def _bars(self, event: str, args, state, control, **kwargs) -> None:
         if self.bars is not None:
