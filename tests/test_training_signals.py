@@ -25,7 +25,7 @@ def test_sigterm_saves_exits_143_and_auto_resume_matches_uninterrupted(base, tmp
     lines = []
     for line in proc.stdout:
         lines.append(line)
-        seen_losses += line.count("'loss'")
+        seen_losses += line.startswith("[train] step") and ": loss " in line
         if seen_losses >= 4:  # mid-epoch 0 (6 steps per epoch)
             break
     signalled = time.monotonic()

@@ -1,9 +1,9 @@
 """What training prints while it runs: one formatted line per logging step and per evaluation.
 
 HF's ProgressCallback writes every log as a raw dict above its tqdm bars, and tqdm's carriage-return updates
-fill a log file with overwritten lines. `ProgressLog` takes the place of both HF printers (run.py turns them
-off with `disable_tqdm` and removes `PrinterCallback`): it writes one line per log through the run's `log`,
-and only when stderr is a terminal does it also show HF's bars. It reads the logs and never changes them, so
+fill a log file with overwritten lines. `ProgressLog` takes the place of HF's printers (run.py removes them
+from the trainer's callbacks): it writes one line per log through the run's `log`, and only when stderr is a
+terminal does it also show HF's bars. It reads the logs and never changes them, so
 W&B and the trainer state's history get exactly what HF gives them.
 """
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import PrinterCallback, TrainingArguments, set_seed
+from transformers import PrinterCallback, ProgressCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import IntervalStrategy
 
 from dylora_moe.checkpoint.manifest import (clean_stale_temp_dirs, find_latest_checkpoint, incomplete_reason,
@@ -98,7 +98,8 @@ def _train(cfg: TrainConfig, log, extra_callbacks: list | None) -> TrainResult:
         position_fn=tracker.position, metadata_fn=lambda: _checkpoint_metadata(trainer, cfg, model, tracking, data, layout),
         train_sampler=_train_sampler(cfg, data) if grouped else None, save_total_limit=cfg.save_total_limit, log=log,
     )
-    trainer.remove_callback(PrinterCallback)  # HF's raw-dict printer (`disable_tqdm`): ProgressLog prints instead
+    for printer in (ProgressCallback, PrinterCallback):  # HF prints one (per `disable_tqdm`): logs as raw dicts
+        trainer.remove_callback(printer)  # ProgressLog prints instead, with HF's bars on a terminal
     check_supported_parallelism(trainer)  # FSDP/DeepSpeed would shard what the checkpoint writer expects whole
     log(f"[train] {model.num_experts} experts x r={resumption.model_config.lora_r} on "
         f"{resumption.model_config.target_modules}: {model.trainable_parameter_count():,} trainable parameters; "
@@ -127,7 +128,6 @@ def _training_args(cfg: TrainConfig, report_to) -> TrainingArguments:
         greater_is_better=False, remove_unused_columns=False, prediction_loss_only=True,
         dataloader_num_workers=0, report_to=report_to, activation_checkpointing=cfg.gradient_checkpointing,
         ddp_find_unused_parameters=False, use_cpu=not torch.cuda.is_available(), bf16=cfg.bf16, fp16=cfg.fp16,
-        disable_tqdm=True,  # HF's bars and dict lines: ProgressLog shows progress instead (bars only on a terminal)
     )
 
 
