@@ -70,9 +70,11 @@ def test_progress_lines_say_step_of_total_losses_lr_speed_and_eta():
 
 
 def _micro_train(base: str, out: Path, *extra: str) -> list[str]:
+    """4 steps on the micro base, a line every 2, an evaluation at the end."""
     return ["train", "--model_name", base, "--output_dir", str(out), "--max_steps", "4", "--logging_steps", "2",
-            "--save_steps", "4", "--train_batch_size", "4", "--report_to", "none", "--datasets", f"code_alpaca={ALPACA}",
-            "--max_seq_length", "64", "--max_examples_per_dataset", "40", "--eval_fraction", "0.1", *extra]
+            "--save_steps", "4", "--train_batch_size", "4", "--report_to", "none",
+            "--datasets", f"code_alpaca={ALPACA}", "--max_seq_length", "64", "--max_examples_per_dataset", "40",
+            "--eval_fraction", "0.1", *extra]
 
 
 def run_in_terminal(args: list[str], timeout: int = 300) -> str:
