@@ -118,9 +118,9 @@ def require_bitsandbytes(flag: str) -> None:
 
 @contextmanager
 def quiet_loggers(*names: str):
-    """Only errors from these loggers meanwhile. On a CPU with AVX512-BF16, importing bitsandbytes fetches an
-    inference kernel from the hub and, offline or without the `kernels` package, warns twice that it could not;
-    it falls back to its own kernel, and training never uses that path (see `keep_differentiable`)."""
+    """Only errors from these loggers meanwhile. On a CPU with AVX512-BF16, importing bitsandbytes tries to
+    fetch a fused inference kernel from the hub and, offline or without the `kernels` package, logs warnings that
+    it could not; it falls back to its own kernel, and our loads never use that path (see `keep_differentiable`)."""
     loggers = [logging.getLogger(name) for name in names]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
