@@ -163,7 +163,7 @@ def test_wandb_preempted_run_uploads_its_last_checkpoint_and_a_new_vm_resumes(ba
     import subprocess
     import sys
 
-    from train_helpers import SRC, cli_args
+    from train_helpers import SRC, cli_args, is_loss_line
 
     env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
     store_uri = "wandb://ent/proj/spot"
@@ -173,7 +173,7 @@ def test_wandb_preempted_run_uploads_its_last_checkpoint_and_a_new_vm_resumes(ba
     lines, losses = [], 0
     for line in proc.stdout:
         lines.append(line)
-        losses += line.count("'loss'")
+        losses += is_loss_line(line)
         if losses >= 4:
             break
     proc.send_signal(signal.SIGTERM)

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from dist_helpers import cli_args, dist_env, launch_command
+from train_helpers import is_loss_line
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +54,7 @@ def _start_long_run(base: str, out: Path, *extra: str, slow_upload: float = 0.0)
     lines, seen = [], 0
     for line in proc.stdout:  # a few optimizer steps in, well before the end
         lines.append(line)
-        seen += line.count("'loss'")
+        seen += is_loss_line(line)
         if seen >= 3:
             break
     return proc, lines

@@ -18,7 +18,7 @@ import pytest
 
 from dylora_moe.checkpoint.manifest import find_latest_checkpoint, sha256_file, verify_checkpoint
 from dylora_moe.errors import UserError
-from train_helpers import cli_args, cli_env, micro_config, one_error_line, run, run_cli
+from train_helpers import cli_args, cli_env, is_loss_line, micro_config, one_error_line, run, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -126,7 +126,7 @@ def test_second_run_into_a_busy_output_dir_gets_one_line_and_sigkill_leaves_no_s
                              env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         for line in first.stdout:  # training has started: the lock is held
-            if "'loss'" in line:
+            if is_loss_line(line):
                 break
         second = run_cli(*cli_args(base, out, "--max_steps", "2"))
         assert second.returncode == 2

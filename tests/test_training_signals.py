@@ -12,7 +12,7 @@ import time
 import pytest
 
 from dylora_moe.training.callbacks import EXIT_PREEMPTED
-from train_helpers import ALPACA, adapter_weights, cli_args, cli_env, max_weight_diff, micro_config, run
+from train_helpers import ALPACA, adapter_weights, cli_args, cli_env, is_loss_line, max_weight_diff, micro_config, run
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +25,7 @@ def test_sigterm_saves_exits_143_and_auto_resume_matches_uninterrupted(base, tmp
     lines = []
     for line in proc.stdout:
         lines.append(line)
-        seen_losses += line.count("'loss'")
+        seen_losses += is_loss_line(line)
         if seen_losses >= 4:  # mid-epoch 0 (6 steps per epoch)
             break
     signalled = time.monotonic()

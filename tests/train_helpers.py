@@ -44,6 +44,11 @@ def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
                           timeout=timeout)
 
 
+def is_loss_line(line: str) -> bool:
+    """A training progress line, `[train] step 4/12 (33%): loss 6.2246 (...)`: one per logging step."""
+    return re.search(r"\[train\] step \d+(/\d+ \(\d+%\))?: loss ", line) is not None
+
+
 def one_error_line(proc: subprocess.CompletedProcess) -> str:
     """The CLI's single `error: ...` line; fails when stderr holds a traceback or more than one error line."""
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]

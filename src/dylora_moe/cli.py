@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(args, "func", None):
             parser.print_help()
             return 2
-        return int(args.func(args) or 0)
+        return _run(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -79,6 +79,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: could not reach a remote store or service: {type(cause).__name__}: {detail}; check the URI, "
               "the network and the credentials", file=sys.stderr)
         return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The subcommand, with bitsandbytes importable only when it quantizes and, for those with --verbose, the
+    libraries' bars and info logs as asked."""
+    from dylora_moe.model.quantization import bitsandbytes_only_if_asked
+
+    with bitsandbytes_only_if_asked(getattr(args, "load_in_4bit", False) or getattr(args, "load_in_8bit", False)):
+        if hasattr(args, "verbose"):
+            from dylora_moe.library_output import configure_library_output
+
+            configure_library_output(args.verbose)
+        return int(args.func(args) or 0)
 
 
 if __name__ == "__main__":

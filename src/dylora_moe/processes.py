@@ -19,8 +19,12 @@ def is_main_process() -> bool:
 
 
 def log_stderr(message: str) -> None:
-    """Print `message` to stderr: the log of single-process commands (generate, checkpoints)."""
-    print(message, file=sys.stderr, flush=True)
+    """Print `message` to stderr: the log of single-process commands (generate, checkpoints). On a terminal
+    with progress bars the line goes above them (tqdm clears and redraws them) instead of into one."""
+    from tqdm import tqdm
+
+    tqdm.write(message, file=sys.stderr)
+    sys.stderr.flush()
 
 
 def log_main(message: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from dylora_moe.flags import add_dataclass_flags
+from dylora_moe.library_output import add_verbose_flag
 from dylora_moe.processes import log_stderr
 
 
@@ -20,6 +21,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     add_config_flag(parser)
     add_dataclass_flags(parser, EvalOptions)
+    add_verbose_flag(parser)
     parser.set_defaults(func=_run)
 
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from dylora_moe.flags import add_dataclass_flags
+from dylora_moe.library_output import add_verbose_flag
 from dylora_moe.processes import log_stderr
 
 
@@ -23,6 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     add_config_flag(parser)
     add_dataclass_flags(parser, GenerateOptions)
+    add_verbose_flag(parser)
     parser.set_defaults(func=_run)
 
 

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import ctypes
 import json
+import logging
 import sys
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,11 +96,43 @@ def device_name() -> str:
 
 def require_bitsandbytes(flag: str) -> None:
     try:
-        import bitsandbytes  # noqa: F401
+        with quiet_loggers("bitsandbytes", "kernels"):
+            import bitsandbytes  # noqa: F401
     except ImportError:
         raise UserError(f"{flag} needs the bitsandbytes package, which is not installed; {INSTALL_HINT}") from None
     # 8-bit layers on CPU cast fp32 inputs to fp16 and say so on every call
     warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast")
+
+
+@contextmanager
+def quiet_loggers(*names: str):
+    """Only errors from these loggers meanwhile. On a CPU with AVX512-BF16, importing bitsandbytes tries to
+    fetch a fused inference kernel from the hub and, offline or without the `kernels` package, logs warnings that
+    it could not; it falls back to its own kernel, and our loads never use that path (see `keep_differentiable`)."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+@contextmanager
+def bitsandbytes_only_if_asked(asked: bool):
+    """Unless `asked` (--load_in_4bit/--load_in_8bit), bitsandbytes cannot be imported meanwhile, as if it were
+    not installed: peft, which transformers imports whenever it is installed, imports bitsandbytes in turn, and
+    that import takes seconds and logs warnings about kernels (see `quiet_loggers`) in every run."""
+    block = not asked and "bitsandbytes" not in sys.modules
+    if block:
+        sys.modules["bitsandbytes"] = None  # an import of it raises ModuleNotFoundError; find_spec returns None
+    try:
+        yield
+    finally:
+        if block and "bitsandbytes" in sys.modules and sys.modules["bitsandbytes"] is None:
+            del sys.modules["bitsandbytes"]
 
 
 def from_pretrained_kwargs(quantization: Quantization, path: str, model_name: str) -> dict:
@@ -133,10 +167,13 @@ def finish_quantized_load(model: nn.Module, model_name: str, quantization: Quant
 
 def quantized_load_line(model: nn.Module, model_name: str) -> str:
     """The line a quantized load logs, so that a run's log says what the experts were trained or scored on."""
-    layers = sum(1 for module in model.modules() if is_quantized_linear(module))
+    quantized = [module for module in model.modules() if is_quantized_linear(module)]
     found = describe(model) or {}
     compute = f", computing in {found['compute_dtype']}" if found.get("compute_dtype") else ""
-    return f"[model] {model_name}: {layers} Linear layers in {quantization_label(found)} (bitsandbytes){compute}"
+    on_cpu = bool(quantized) and quantized[0].weight.device.type == "cpu"
+    cpu = "; on the CPU they save memory, not time (slower than full precision)" if on_cpu else ""
+    return (f"[model] {model_name}: {len(quantized)} Linear layers in {quantization_label(found)} (bitsandbytes)"
+            f"{compute}{cpu}")
 
 
 def return_freed_heap() -> None:

@@ -12,9 +12,9 @@ import signal
 import sys
 import time
 
-import torch
 from transformers import TrainerCallback
 
+from dylora_moe.training.distributed import reduced_over_processes
 from dylora_moe.training.state import EarlyStoppingState
 
 EXIT_PREEMPTED = 143  # 128 + SIGTERM: the platform should restart the worker; a checkpoint was written
@@ -105,15 +105,9 @@ class PreemptionHandler(TrainerCallback):
         return self.requested_at is not None
 
     def _any_rank_requested(self) -> bool:
-        flag = self.requested
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            t = torch.tensor([1 if flag else 0], dtype=torch.int32)
-            if torch.distributed.get_backend() == "nccl":
-                t = t.cuda()
-            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-            flag = bool(t.item())
-            if flag and self.requested_at is None:
-                self.requested_at, self.signal_name = time.monotonic(), "peer signal"
+        flag = bool(reduced_over_processes(int(self.requested), op="max"))
+        if flag and self.requested_at is None:
+            self.requested_at, self.signal_name = time.monotonic(), "peer signal"
         return flag
 
     def on_step_end(self, args, state, control, **kwargs):

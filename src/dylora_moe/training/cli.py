@@ -9,6 +9,7 @@ from dylora_moe.continual.args import add_continual_args, run_continual
 from dylora_moe.data.args import add_data_args
 from dylora_moe.data.args import config_from_args as data_config_from_args
 from dylora_moe.flags import add_dataclass_flags, config_from_args
+from dylora_moe.library_output import add_verbose_flag
 from dylora_moe.training.config import TrainConfig
 
 
@@ -36,6 +37,7 @@ def add_parser(subparsers) -> None:
     add_train_flags(parser)
     add_data_args(parser)
     add_continual_args(parser)
+    add_verbose_flag(parser)
     parser.set_defaults(func=_run)
 
 

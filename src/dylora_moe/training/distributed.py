@@ -9,7 +9,21 @@ before the first step with a clear message instead of writing wrong checkpoints.
 
 from __future__ import annotations
 
+import torch
+
 from dylora_moe.errors import UserError
+
+
+def reduced_over_processes(value: int, op: str = "sum") -> int:
+    """`value` reduced (op "sum" or "max") over every process of a distributed run; `value` itself in a single
+    process. Every process must call it at the same point."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return value
+    total = torch.tensor([value], dtype=torch.int64)
+    if torch.distributed.get_backend() == "nccl":
+        total = total.cuda()
+    torch.distributed.all_reduce(total, op=getattr(torch.distributed.ReduceOp, op.upper()))
+    return int(total.item())
 
 
 def check_supported_parallelism(trainer) -> None:

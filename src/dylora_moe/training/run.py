@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import TrainingArguments, set_seed
+from transformers import PrinterCallback, ProgressCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import IntervalStrategy
 
 from dylora_moe.checkpoint.manifest import (clean_stale_temp_dirs, find_latest_checkpoint, incomplete_reason,
@@ -34,6 +34,7 @@ from dylora_moe.training.distributed import check_supported_parallelism
 from dylora_moe.training.divergence import NonFiniteGuard
 from dylora_moe.training.output_dir import check_output_dir_location, claim_output_dir
 from dylora_moe.training.progress import DataPositionTracker, FinalStepSave, RunEvents
+from dylora_moe.training.progress_log import ProgressLog
 from dylora_moe.training.resume import Resumption
 from dylora_moe.training.resume_plan import DataLayout
 from dylora_moe.training.run_lock import run_lock
@@ -99,6 +100,8 @@ def _train(cfg: TrainConfig, log, extra_callbacks: list | None) -> TrainResult:
         train_sampler=_train_sampler(cfg, data, layout) if grouped else None, save_total_limit=cfg.save_total_limit,
         log=log,
     )
+    for printer in (ProgressCallback, PrinterCallback):  # HF prints one (per `disable_tqdm`): logs as raw dicts
+        trainer.remove_callback(printer)  # ProgressLog prints instead, with HF's bars on a terminal
     check_supported_parallelism(trainer)  # FSDP/DeepSpeed would shard what the checkpoint writer expects whole
     log(f"[train] {model.num_experts} experts x r={resumption.model_config.lora_r} on "
         f"{resumption.model_config.target_modules}: {model.trainable_parameter_count():,} trainable parameters; "
@@ -183,7 +186,7 @@ def _maturity_step(cfg: TrainConfig, total_steps: int) -> int | None:
 def _callbacks(cfg: TrainConfig, model, tokenizer, data, resumption: Resumption, tracker, preemption, uploads,
                maturity_step: int | None, tracking: Tracking, log) -> list:
     callbacks = [NonFiniteGuard(model), tracker, MaturitySchedule(model, maturity_step, log=log), preemption,
-                 FinalStepSave()]
+                 FinalStepSave(), ProgressLog(log=log)]
     if not cfg.disable_early_stopping and len(data.eval) > 0:
         callbacks.append(PatienceEarlyStopping(cfg.early_stopping_patience, resumption.state.early_stopping, log=log))
     callbacks.append(RunEvents(resumption, log=log))

@@ -102,6 +102,10 @@ class DyLoRATrainer(Trainer):
         for cb in self.callback_handler.callbacks:
             if callable(getattr(cb, "wrap_collator", None)):
                 self.data_collator = cb.wrap_collator(self.data_collator)
+        # callbacks with a `count_batch(inputs)` method see every training micro-batch (e.g. the progress
+        # lines' tokens per second)
+        self.batch_counters = [cb.count_batch for cb in self.callback_handler.callbacks
+                               if callable(getattr(cb, "count_batch", None))]
 
     @property
     def moe_model(self):
@@ -109,6 +113,9 @@ class DyLoRATrainer(Trainer):
 
     # ------------------------------------------------------------------ loss & logging
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if model.training:
+            for count in self.batch_counters:
+                count(inputs)
         outputs = model(**inputs, num_items_in_batch=num_items_in_batch)
         # With average_tokens_across_devices, num_items_in_batch counts the tokens of *all* processes (in training
         # and in evaluation), so lm_loss is this process's share; HF averages over processes, hence the
