@@ -94,6 +94,33 @@ def test_unsafe_version_names_in_a_local_store_are_one_error_and_touch_nothing(t
     assert not (tmp_path / "dest").exists()
 
 
+@pytest.mark.parametrize("field,value,expected", [
+    ("size", "big", "has size 'big', expected a byte count"),
+    ("size", -1, "has size -1, expected a byte count"),
+    ("metadata", "x", "has metadata of type str, expected a mapping"),
+    ("digest", 5, "has a digest that is not text"),
+])
+def test_badly_typed_fields_of_a_store_index_are_one_line(tmp_path, field, value, expected):
+    _, root = _store_with_v0(tmp_path)
+    index = json.loads((root / "index.json").read_text())
+    index["versions"][0][field] = value
+    (root / "index.json").write_text(json.dumps(index))
+    with pytest.raises(UserError) as info:
+        FsspecStore(str(root)).list_versions()
+    assert str(info.value) == f"{root}/index.json: version v0 {expected}; the store is damaged"
+
+
+def test_auto_resume_from_a_store_whose_step_is_not_a_number_still_finds_the_checkpoint(tmp_path):
+    from dylora_moe.checkpoint.resolve import newest_in_store
+
+    _, root = _store_with_v0(tmp_path)
+    index = json.loads((root / "index.json").read_text())
+    index["versions"][0]["metadata"]["global_step"] = "ten"
+    (root / "index.json").write_text(json.dumps(index))
+    step, path, label = newest_in_store(str(root), None, log=lambda m: None)
+    assert (step, label) == (-1, f"{root}:v0") and verify_checkpoint(path)
+
+
 @pytest.mark.parametrize("alias", ["../x", "a/b", "", "\x00", ".."])
 def test_unsafe_alias_in_a_store_index_is_refused(tmp_path, alias):
     store, root = _store_with_v0(tmp_path)

@@ -31,9 +31,9 @@ FLAGS = [
     "--secret-env", "WANDB_API_KEY=projects/proj-1/secrets/wandb/versions/latest",
     "--checkpoint-artifact", "team/dylora/run-a-checkpoint:latest",
 ]  # fmt: skip
-TRAIN = ["--", "--run_name", "run-a", "--num_train_epochs", "10"]
+TRAIN = ["--", "--run_name", "run-a", "--num_epochs", "10"]
 EXPECTED_ARGS = [
-    "--run_name", "run-a", "--num_train_epochs", "10", "--resume_from_checkpoint", "auto",
+    "--run_name", "run-a", "--num_epochs", "10", "--resume_from_checkpoint", "auto",
     "--checkpoint_store", "${AIP_CHECKPOINT_DIR}", "--wandb_checkpoint_artifact", "team/dylora/run-a-checkpoint:latest",
 ]  # fmt: skip
 
@@ -128,6 +128,15 @@ def test_accelerator_typo_is_one_error_line(no_network, create_custom_job_mock, 
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith("error: unknown accelerator type 'NVIDIA_L40'; expected one of: NVIDIA_TESLA_K80, ")
+    create_custom_job_mock.assert_not_called()
+
+
+def test_training_arguments_that_train_would_refuse_are_one_line_before_submitting(no_network, create_custom_job_mock,
+                                                                                  capsys):
+    assert main([*FLAGS, "--dry-run", "--", "--run_name", "run-a", "--num_train_epochs", "10"]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == ["error: submit vertex: the arguments after -- are not valid for `dylora-moe train` "
+                                "(unrecognized arguments: --num_train_epochs 10); see `dylora-moe train --help`"]
     create_custom_job_mock.assert_not_called()
 
 

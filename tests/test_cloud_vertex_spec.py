@@ -51,7 +51,7 @@ def _options(**overrides) -> VertexJobOptions:
         timeout_s=7 * 86400,
         service_account="trainer@proj-1.iam.gserviceaccount.com",
         labels={"team": "ml"},
-        training_args=["--run_name", "r1", "--num_train_epochs", "10"],
+        training_args=["--run_name", "r1", "--num_epochs", "10"],
         env={"TOKENIZERS_PARALLELISM": "false"},
         secret_env={"WANDB_API_KEY": "projects/proj-1/secrets/wandb/versions/3"},
         checkpoint_artifact="team/dylora/r1-checkpoint:latest",
@@ -83,7 +83,7 @@ def test_spot_job_spec_is_exactly_what_vertex_gets(monkeypatch):
                     "containerSpec": {
                         "imageUri": "europe-west4-docker.pkg.dev/proj-1/dylora/dylora-moe:0.1.0",
                         "args": [
-                            "--run_name", "r1", "--num_train_epochs", "10",
+                            "--run_name", "r1", "--num_epochs", "10",
                             "--resume_from_checkpoint", "auto",
                             "--checkpoint_store", "${AIP_CHECKPOINT_DIR}",
                             "--wandb_checkpoint_artifact", "team/dylora/r1-checkpoint:latest",

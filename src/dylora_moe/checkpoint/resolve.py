@@ -84,5 +84,7 @@ def newest_in_store(uri: str, run_name: str | None, log: Callable[[str], object]
         except (CheckpointError, UserError) as exc:
             log(f"[resume] auto: {uri}:{info.version} failed verification ({exc}); falling back to the one before")
             continue
-        return int(info.metadata.get("global_step", -1)), path, f"{uri}:{info.version}"
+        step = info.metadata.get("global_step")
+        known = isinstance(step, int) and not isinstance(step, bool)  # a store's metadata is untrusted
+        return (step if known else -1), path, f"{uri}:{info.version}"
     return None

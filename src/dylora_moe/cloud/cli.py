@@ -155,10 +155,29 @@ def options_from_args(args: argparse.Namespace) -> VertexJobOptions:
     )
 
 
+def check_training_args(training_args: list[str]) -> None:
+    """The arguments after `--` parse as `dylora-moe train`'s: a typo would otherwise fail in the container,
+    after the job was scheduled and a (spot) machine started."""
+    import contextlib
+    import io
+
+    from dylora_moe.cli import build_parser
+
+    errors = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(errors):
+            build_parser().parse_args(["train", *training_args])
+    except SystemExit:
+        detail = (errors.getvalue().strip().splitlines() or ["invalid"])[-1].split("error: ", 1)[-1]
+        raise UserError(f"submit vertex: the arguments after -- are not valid for `dylora-moe train` ({detail}); "
+                        "see `dylora-moe train --help`") from None
+
+
 def run_vertex(args: argparse.Namespace) -> int:
     from dylora_moe.cloud.vertex_spec import build_custom_job, job_spec_dict
 
     options = options_from_args(args)
+    check_training_args(options.training_args)
     credentials = None
     if args.dry_run:
         from google.auth.credentials import AnonymousCredentials

@@ -90,6 +90,7 @@ class FsspecStore(CheckpointStore):
             raise CheckpointError(f"{where} lacks its 'versions' list or 'aliases' table; the store is damaged")
         for entry in versions:
             safe_version(entry.get("version"), where)
+            _check_entry_fields(entry, where)
         check_aliases(aliases, where)
         for version in aliases.values():
             safe_version(version, where)
@@ -182,3 +183,19 @@ class FsspecStore(CheckpointStore):
                 self.fs.get_file(posixpath.join(remote, rel), str(local))
             except FileNotFoundError as exc:
                 raise CheckpointError(f"{self.uri}:{info.version}: file {rel} is missing in the store") from exc
+
+
+def _check_entry_fields(entry: dict, where: str) -> None:
+    """The fields `list_versions` turns into a VersionInfo have their types (a damaged or hostile index is one
+    line, not a traceback wherever the field is used)."""
+    size, metadata = entry.get("size", 0), entry.get("metadata", {})
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise CheckpointError(f"{where}: version {entry['version']} has size {size!r}, expected a byte count; "
+                              "the store is damaged")
+    if not isinstance(metadata, dict):
+        raise CheckpointError(f"{where}: version {entry['version']} has metadata of type {type(metadata).__name__}, "
+                              "expected a mapping; the store is damaged")
+    for name in ("digest", "created"):
+        if not isinstance(entry.get(name, ""), str):
+            raise CheckpointError(f"{where}: version {entry['version']} has a {name} that is not text; the store is "
+                                  "damaged")
