@@ -169,6 +169,19 @@ def verify_checkpoint(ckpt_dir: str | Path, require_complete: bool = True) -> di
     return manifest
 
 
+def verify_named_checkpoint(ckpt_dir: str | Path, log: Callable[[str], object] = print) -> dict:
+    """verify_checkpoint for a directory the user names, where a manifest that verifies in full stands in for a
+    missing COMPLETE marker: W&B's own tools (`wandb artifact get`, `Artifact.download()`) fetch the uploaded
+    files, which never include the marker. Scans of an output directory keep requiring the marker (no hashing)."""
+    ckpt_dir = Path(ckpt_dir)
+    if (ckpt_dir / COMPLETE_MARKER).is_file() or not (ckpt_dir / MANIFEST_NAME).is_file():
+        return verify_checkpoint(ckpt_dir)
+    manifest = verify_checkpoint(ckpt_dir, require_complete=False)
+    log(f"checkpoint {ckpt_dir} has no {COMPLETE_MARKER} marker (as when fetched with W&B's own tools); verified "
+        f"by its {MANIFEST_NAME} instead: all {len(manifest['files'])} files present with matching sha256")
+    return manifest
+
+
 def _fsync_path(path: Path, directory: bool = False) -> None:
     """fsync a file or directory; directories cannot be fsynced everywhere, so that part is best effort."""
     flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
