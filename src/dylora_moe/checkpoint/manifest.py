@@ -2,7 +2,8 @@
 
 Why: a resumed run must never start from a half-written or corrupted checkpoint. Every checkpoint
 directory carries `manifest.json` (each file's size and sha256 plus run metadata) and, written last,
-a `COMPLETE` marker. A directory without the marker is a save that was interrupted and is ignored;
+a `COMPLETE` marker. A directory without the marker is a save that was interrupted and is ignored by scans of
+an output directory (a directory named directly may instead verify by its manifest: verify_named_checkpoint);
 a file that does not match the manifest, or does not parse, is reported by name.
 """
 
