@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -101,7 +103,7 @@ def test_round_trip_and_resume_per_backend(backend, base, tmp_path, request, mon
         store_uri, resume = "s3://ckpts/e2e/run", "s3://ckpts/e2e/run:step-3"
     else:
         request.getfixturevalue("wandb_server")
-        store_uri, resume = "wandb://ent/proj/dylora-model-full", "ent/proj/dylora-model-full:latest"
+        store_uri, resume = "wandb://ent/proj/best-dylora-model-full", "ent/proj/best-dylora-model-full:latest"
     out = tmp_path / "out"
     first = run(quick(base, out, checkpoint_store=store_uri), stop_at=3)
     assert first.exit_code == 0 and first.global_step == 3
@@ -128,7 +130,7 @@ def test_round_trip_and_resume_per_backend(backend, base, tmp_path, request, mon
 @pytest.mark.slow
 def test_wandb_auto_first_run_then_resume_with_store_in_another_project(base, wandb_server, tmp_path):
     """The training run logs to ent/P, checkpoints go to ent/Q: first spot run starts fresh, the next resumes."""
-    store_uri = "wandb://ent/Q/dylora-model-full"
+    store_uri = "wandb://ent/Q/best-dylora-model-full"
     out, logs = tmp_path / "out", []
     cfg = dict(checkpoint_store=store_uri, resume_from_checkpoint="auto", report_to="wandb", wandb_project="P",
                wandb_entity="ent", run_name="spot")
@@ -141,7 +143,7 @@ def test_wandb_auto_first_run_then_resume_with_store_in_another_project(base, wa
     ]
     store, _ = open_store(store_uri)
     assert aliases_by_step(store) == {3: ["best", "final", "latest", "step-3"]}
-    assert ("ent", "P", "dylora-model-full") not in wandb_server.state.collections
+    assert ("ent", "P", "best-dylora-model-full") not in wandb_server.state.collections
 
     shutil.rmtree(out)
     logs.clear()
@@ -152,7 +154,7 @@ def test_wandb_auto_first_run_then_resume_with_store_in_another_project(base, wa
     assert len(events) == 1 and events[0]["step"] == 3 and events[0]["exact"] is True
     assert sorted(aliases_by_step(store)) == [3, 5]
     training_runs = [r for r in wandb_server.state.runs.values() if r.project == "P"]
-    v0 = wandb_server.state.collections[("ent", "Q", "dylora-model-full")].versions[0]
+    v0 = wandb_server.state.collections[("ent", "Q", "best-dylora-model-full")].versions[0]
     assert [r.used for r in training_runs] == [[], [v0.id]]  # the resumed run shows where it came from
 
 
@@ -192,6 +194,72 @@ def test_wandb_preempted_run_uploads_its_last_checkpoint_and_a_new_vm_resumes(ba
     assert max(v.metadata["global_step"] for v in store.list_versions()) == 12
 
 
+# ---------------------------------------------------------------- W&B's own download tools
+def wandb_cli_get(path: str, root) -> None:
+    """`wandb artifact get` in a subprocess: the real CLI, pointed at the loopback server by the fixture's env."""
+    cli = os.path.join(os.path.dirname(sys.executable), "wandb")
+    done = subprocess.run([cli, "artifact", "get", "--root", str(root), path], env=dict(os.environ),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.slow
+def test_checkpoint_fetched_with_wandb_artifact_get_verifies_and_resumes(base, wandb_server, tmp_path, capsys):
+    """W&B's tools fetch every uploaded file but never the COMPLETE marker: the manifest verifies it instead."""
+    store_uri = "wandb://ent/proj/best-dylora-model-full"
+    out = tmp_path / "out"
+    assert run(quick(base, out, checkpoint_store=store_uri), stop_at=3).global_step == 3
+    got = tmp_path / "got"
+    wandb_cli_get("ent/proj/best-dylora-model-full:latest", got)
+    assert (got / "manifest.json").is_file() and not (got / "COMPLETE").exists()
+    capsys.readouterr()
+    assert main(["checkpoints", "verify", str(got)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith(f"OK {got}: ")
+    assert captured.err == (f"checkpoint {got} has no COMPLETE marker (as when fetched with W&B's own tools); "
+                            "verified by its manifest.json instead: all "
+                            f"{len(verify_checkpoint(got, require_complete=False)['files'])} files present with "
+                            "matching sha256\n")
+
+    import wandb
+
+    api_dir = wandb.Api().artifact("ent/proj/best-dylora-model-full:latest").download(root=str(tmp_path / "api"))
+    assert main(["checkpoints", "verify", api_dir]) == 0
+
+    shutil.rmtree(out)
+    logs: list[str] = []
+    resumed = train(quick(base, out, resume_from_checkpoint=str(got)), log=logs.append)
+    assert resumed.exit_code == 0 and resumed.global_step == 5
+    events = resume_events(resumed)
+    assert len(events) == 1 and events[0]["step"] == 3 and events[0]["exact"] is True
+    assert any("verified by its manifest.json instead" in m for m in logs), logs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["removed", "altered"])
+def test_wandb_artifact_get_download_with_a_missing_or_changed_file_is_refused(damage, wandb_server, tmp_path,
+                                                                               capsys):
+    store = open_store("wandb://ent/proj/best-dylora-model-full")[0]
+    store.publish(make_checkpoint(tmp_path / "out", 3), ["latest"])
+    store.close()
+    got = tmp_path / "got"
+    wandb_cli_get("ent/proj/best-dylora-model-full:latest", got)
+    victim = got / "adapter.safetensors"
+    if damage == "removed":
+        victim.unlink()
+        reason = "listed in the manifest is missing"
+    else:
+        data = bytearray(victim.read_bytes())
+        data[-1] ^= 0xFF
+        victim.write_bytes(bytes(data))
+        reason = "fails its sha256 check (corrupted)"
+    capsys.readouterr()
+    assert main(["checkpoints", "verify", str(got)]) == 2
+    assert capsys.readouterr().err == f"error: checkpoint {got}: file adapter.safetensors {reason}\n"
+    assert main(["train", "--resume_from_checkpoint", str(got), "--output_dir", str(tmp_path / "o2")]) == 2
+    assert capsys.readouterr().err.endswith(f"error: checkpoint {got}: file adapter.safetensors {reason}\n")
+
+
 # ---------------------------------------------------------------- W&B SDK (offline) in training
 def test_wandb_offline_logs_moe_metrics_stages_artifacts_and_never_writes_the_key(base, tmp_path, monkeypatch, capfd):
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -212,10 +280,10 @@ def test_wandb_offline_logs_moe_metrics_stages_artifacts_and_never_writes_the_ke
     # the W&B settings stay with this run: a later run in the same process must not turn W&B on by itself
     assert "WANDB_PROJECT" not in os.environ and "WANDB_ENTITY" not in os.environ
     # default store: the active run's project, artifact name of the seed
-    assert any(m.endswith("(offline); checkpoints -> wandb://ent/P/dylora-model-full") for m in logs), logs
+    assert any(m.endswith("(offline); checkpoints -> wandb://ent/P/best-dylora-model-full") for m in logs), logs
     staged = [m for m in logs if m.startswith("[upload] uploaded")]
     assert staged == [
-        f"[upload] uploaded checkpoint-{s} to wandb://ent/P/dylora-model-full as offline ({a})"
+        f"[upload] uploaded checkpoint-{s} to wandb://ent/P/best-dylora-model-full as offline ({a})"
         for s, a in ((3, "latest, step-3, best"), (5, "latest, step-5, best"), (5, "latest, final"))
     ]
     run_files = list((tmp_path / "wdir" / "wandb").glob("offline-run-*/run-*.wandb"))
@@ -225,7 +293,7 @@ def test_wandb_offline_logs_moe_metrics_stages_artifacts_and_never_writes_the_ke
     metrics += [f"expert_usage_{e}" for e in range(4)]
     for key in [f"train/{m}" for m in metrics] + ["eval/loss", "eval/routing_entropy", "eval/expert_usage_3"]:
         assert key.encode() in record, key
-    for needle in (b"dylora-model-full", b"dylora-moe-checkpoint", b"step-3", b"step-5", b"final", b"best",
+    for needle in (b"best-dylora-model-full", b"dylora-moe-checkpoint", b"step-3", b"step-5", b"final", b"best",
                    b"adapter_model.safetensors", b"optimizer.pt", b"manifest.json", b"dataset_fingerprint",
                    b"e2e-offline"):
         assert needle in record, needle

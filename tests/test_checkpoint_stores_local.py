@@ -162,7 +162,15 @@ def test_fetch_checkpoint_forms(tmp_path):
     assert verify_checkpoint(got)["metadata"]["global_step"] == 10
     with pytest.raises(CheckpointError, match="is not a checkpoint, an output directory"):
         fetch_checkpoint(tmp_path / "nothing-here", log=logs.append)
-    with pytest.raises(CheckpointError, match="checkpoint-20 is incomplete"):
+    logs.clear()
+    assert fetch_checkpoint(c20, log=logs.append) == c20  # named directly: its manifest verifies it in full
+    assert logs == [f"checkpoint {c20} has no COMPLETE marker (as when fetched with W&B's own tools); verified by "
+                    "its manifest.json instead: all 3 files present with matching sha256"]
+    (c20 / "experts" / "expert_0.bin").write_bytes(b"changed")
+    with pytest.raises(CheckpointError, match=r"checkpoint-20: file experts/expert_0\.bin has size 7"):
+        fetch_checkpoint(c20, log=logs.append)
+    (c20 / "manifest.json").unlink()  # a save interrupted before its manifest: no fallback
+    with pytest.raises(CheckpointError, match="is not a checkpoint, an output directory"):
         fetch_checkpoint(c20, log=logs.append)
 
 

@@ -117,7 +117,7 @@ def test_build_and_finish_with_store_uri(tmp_path):
     assert finish_uploads(cb) == []
     assert [v.aliases for v in FsspecStore(str(tmp_path / "store")).list_versions()] == [["best", "latest", "step-10"]]
     run = SimpleNamespace(name="my run", id="abc", entity="ent", project="proj")
-    assert default_checkpoint_store_uri(run) == "wandb://ent/proj/dylora-model-full"
+    assert default_checkpoint_store_uri(run) == "wandb://ent/proj/best-dylora-model-full"
     assert default_checkpoint_store_uri(run, "my run", entity="me") == "wandb://me/proj/my-run"
     assert default_checkpoint_store_uri(None) is None
 

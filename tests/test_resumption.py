@@ -196,3 +196,28 @@ def test_group_by_length_flags_are_true_false_and_unset():
     values = [config_from_namespace(parser.parse_args(argv)).group_by_length
               for argv in ([], ["--group_by_length"], ["--no_group_by_length"], ["--no-group-by-length"])]
     assert values == [None, True, False, False]
+
+
+@pytest.mark.parametrize("value", ["None", "none", "NULL", "", "  None "])
+def test_wandb_checkpoint_artifact_none_is_a_fresh_start(tmp_path, monkeypatch, value):
+    """The seed's Vertex submission sets WANDB_CHECKPOINT_ARTIFACT=None to start fresh, not to fetch "None"."""
+    from dylora_moe.training.tracking import check_resume_artifact
+
+    monkeypatch.setenv("WANDB_CHECKPOINT_ARTIFACT", value)
+    cfg = _cfg(tmp_path)
+    assert cfg.resume_artifact() is None
+    check_resume_artifact(cfg)  # no W&B path to check
+    assert Resumption.prepare(cfg, log=lambda m: None).path is None
+
+
+def test_wandb_checkpoint_artifact_flag_none_overrides_the_variable(tmp_path, monkeypatch):
+    from dylora_moe.cli import build_parser
+    from dylora_moe.training.cli import config_from_namespace
+
+    monkeypatch.setenv("WANDB_CHECKPOINT_ARTIFACT", "ent/proj/best-dylora-model-full:latest")
+    cfg = config_from_namespace(build_parser().parse_args(
+        ["train", "--wandb_checkpoint_artifact", "None", "--output_dir", str(tmp_path / "out")]))
+    assert cfg.resume_artifact() is None
+    assert Resumption.prepare(cfg, log=lambda m: None).path is None
+    assert _cfg(tmp_path, wandb_checkpoint_artifact="").resume_artifact() == "ent/proj/best-dylora-model-full:latest"
+    assert _cfg(tmp_path, wandb_checkpoint_artifact="e/p/a:v1").resume_artifact() == "e/p/a:v1"

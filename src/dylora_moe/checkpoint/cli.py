@@ -114,11 +114,11 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from dylora_moe.checkpoint.manifest import verify_checkpoint
+    from dylora_moe.checkpoint.manifest import verify_checkpoint, verify_named_checkpoint
 
     if _is_local_checkpoint(args.uri) or Path(args.uri).is_dir() and not (Path(args.uri) / "index.json").exists():
         _refuse_output_dir(Path(args.uri))
-        manifest = verify_checkpoint(args.uri)
+        manifest = verify_named_checkpoint(args.uri, log=log_stderr)
         print(f"OK {args.uri}: {len(manifest['files'])} files match the manifest and parse")
         return 0
     from dylora_moe.checkpoint.resolve import fetch_checkpoint

@@ -2,7 +2,8 @@
 
 Why: a resumed run must never start from a half-written or corrupted checkpoint. Every checkpoint
 directory carries `manifest.json` (each file's size and sha256 plus run metadata) and, written last,
-a `COMPLETE` marker. A directory without the marker is a save that was interrupted and is ignored;
+a `COMPLETE` marker. A directory without the marker is a save that was interrupted and is ignored by scans of
+an output directory (a directory named directly may instead verify by its manifest: verify_named_checkpoint);
 a file that does not match the manifest, or does not parse, is reported by name.
 """
 
@@ -166,6 +167,19 @@ def verify_checkpoint(ckpt_dir: str | Path, require_complete: bool = True) -> di
     problem = first_parse_problem(ckpt_dir, sorted(manifest["files"]))
     if problem is not None:
         raise CheckpointError(f"checkpoint {ckpt_dir}: file {problem[0]} {problem[1]}")
+    return manifest
+
+
+def verify_named_checkpoint(ckpt_dir: str | Path, log: Callable[[str], object] = print) -> dict:
+    """verify_checkpoint for a directory the user names, where a manifest that verifies in full stands in for a
+    missing COMPLETE marker: W&B's own tools (`wandb artifact get`, `Artifact.download()`) fetch the uploaded
+    files, which never include the marker. Scans of an output directory keep requiring the marker (no hashing)."""
+    ckpt_dir = Path(ckpt_dir)
+    if (ckpt_dir / COMPLETE_MARKER).is_file() or not (ckpt_dir / MANIFEST_NAME).is_file():
+        return verify_checkpoint(ckpt_dir)
+    manifest = verify_checkpoint(ckpt_dir, require_complete=False)
+    log(f"checkpoint {ckpt_dir} has no {COMPLETE_MARKER} marker (as when fetched with W&B's own tools); verified "
+        f"by its {MANIFEST_NAME} instead: all {len(manifest['files'])} files present with matching sha256")
     return manifest
 
 

@@ -16,7 +16,7 @@ from dylora_moe.checkpoint.manifest import (
     CheckpointError,
     find_latest_checkpoint,
     list_checkpoints,
-    verify_checkpoint,
+    verify_named_checkpoint,
 )
 from dylora_moe.checkpoint.stores.fsspec_store import INDEX_NAME
 from dylora_moe.checkpoint.stores.uri import is_wandb_uri, open_store, split_ref
@@ -31,7 +31,8 @@ def fetch_checkpoint(
 ) -> Path:
     """Return a verified local checkpoint dir for a checkpoint dir, an output dir or any store URI.
 
-    - a checkpoint directory (has manifest.json): verified in place;
+    - a checkpoint directory (has manifest.json): verified in place (by its manifest alone when it lacks the
+      COMPLETE marker, as a download by `wandb artifact get` does);
     - a training output directory: its newest complete checkpoint that verifies;
     - a store (local store dir, file://, gs://, s3://, wandb://, entity/project/name:alias):
       downloaded (cached) and verified.
@@ -44,7 +45,7 @@ def fetch_checkpoint(
     local = Path(text[len("file://"):] if text.startswith("file://") else text)
     if "://" not in text or text.startswith("file://"):
         if local.is_dir() and (local / MANIFEST_NAME).is_file():
-            verify_checkpoint(local)
+            verify_named_checkpoint(local, log=log)
             return local
         if local.is_dir() and list_checkpoints(local) and not (local / INDEX_NAME).exists():
             found = find_latest_checkpoint(local, log=log)

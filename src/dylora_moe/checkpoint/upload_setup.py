@@ -16,7 +16,7 @@ from dylora_moe.checkpoint.upload_callback import CheckpointUploadCallback
 from dylora_moe.checkpoint.uploader import BackgroundUploader, UploadFailure
 from dylora_moe.errors import UserError
 
-DEFAULT_ARTIFACT_NAME = "dylora-model-full"  # the seed's name: resume with entity/project/dylora-model-full:best
+DEFAULT_ARTIFACT_NAME = "best-dylora-model-full"  # the seed's name: resume with entity/project/best-dylora-model-full:best
 EXIT_UPLOAD_FAILED = 3  # training finished, but at least one checkpoint upload failed after all retries
 
 

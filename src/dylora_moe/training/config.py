@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from dylora_moe.data.config import DataConfig
 from dylora_moe.errors import UserError
 
+_NO_ARTIFACT = frozenset({"", "none", "null"})  # resume_artifact values meaning "start fresh"
+
 
 @dataclass
 class TrainConfig:
@@ -106,7 +108,7 @@ class TrainConfig:
         "verified of this run locally or in --checkpoint_store; fresh if none)"), "const": "latest"})
     wandb_checkpoint_artifact: str | None = field(default=None, metadata={"help": (
         "W&B artifact to resume from, entity/project/name:version (also WANDB_CHECKPOINT_ARTIFACT); any store URI "
-        "works too")})
+        "works too; None starts fresh")})
     weights_only_resume: bool = field(default=False, metadata={"help": (
         "resume only experts/gates/maturity from a checkpoint; optimizer and LR schedule start fresh")})
     grow_experts: int = field(default=0, metadata={"help": "add N new immature experts to the resumed model"})
@@ -145,8 +147,15 @@ class TrainConfig:
         return sanitized_config({**self.to_dict(), **decided})
 
     def resume_artifact(self) -> str | None:
-        """`--wandb_checkpoint_artifact`, else `WANDB_CHECKPOINT_ARTIFACT` (the only place that reads it)."""
-        return self.wandb_checkpoint_artifact or os.environ.get("WANDB_CHECKPOINT_ARTIFACT") or None
+        """`--wandb_checkpoint_artifact`, else `WANDB_CHECKPOINT_ARTIFACT` (the only place that reads it).
+
+        'None' / 'null' (any case) mean no artifact, as the seed's Vertex submission sets for a fresh start; given
+        as the flag, it also overrides the variable. An empty flag falls through to the variable."""
+        flag = (self.wandb_checkpoint_artifact or "").strip()
+        if flag:
+            return None if flag.lower() in _NO_ARTIFACT else flag
+        env = os.environ.get("WANDB_CHECKPOINT_ARTIFACT", "").strip()
+        return None if env.lower() in _NO_ARTIFACT else env
 
     def wandb_project_name(self) -> str | None:
         """`--wandb_project`, else `WANDB_PROJECT` (the only place that reads it); set, W&B is wanted."""
