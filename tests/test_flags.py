@@ -104,6 +104,7 @@ def test_train_help_shows_every_flag_with_its_help_and_default(capsys):
             assert f"--{f.metadata.get('flag', f.name)}" in text, f.name
             assert "".join(f.metadata["help"].split()) in packed, f.name
     assert packed.count("(default:tiny)") == 1
+    assert not [line for line in text.split("--") if line.count("(default") > 1]  # a help that says it: once
     assert "--train_all_experts, --train-all-experts do not freeze earlier experts while a skill is learned " \
            "(default: False)" in text
 

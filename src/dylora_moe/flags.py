@@ -66,7 +66,8 @@ def add_dataclass_flags(parser, cls, skip: typing.Iterable[str] = ()) -> None:
         names = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
         default = getattr(defaults, f.name)
         help_text = f.metadata.get("help", "").replace("%", "%%")
-        options: dict = {"dest": f.name, "default": default, "help": f"{help_text} (default: %(default)s)".lstrip()}
+        shown = "" if "(default" in help_text else " (default: %(default)s)"  # the help may say it in its words
+        options: dict = {"dest": f.name, "default": default, "help": f"{help_text}{shown}".lstrip()}
         if hints[f.name] == bool | None:  # undecided unless given: one flag for each answer
             target.add_argument(*names, dest=f.name, action="store_const", const=True, default=default,
                                 help=f"{help_text} (default: %(default)s, i.e. unset)".lstrip())

@@ -12,7 +12,7 @@ from dylora_moe.flags import add_dataclass_flags, config_from_args
 def add_continual_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("continual learning (--mode continual)")
     g.add_argument("--mode", choices=("joint", "continual"), default="joint",
-                   help="joint: one run over --datasets; continual: learn --skills one after another")
+                   help="joint: one run over --datasets; continual: learn --skills one after another (default: joint)")
     add_dataclass_flags(g, ContinualConfig)
 
 

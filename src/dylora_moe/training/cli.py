@@ -31,7 +31,6 @@ def add_parser(subparsers) -> None:
         "train",
         help="train a DyLoRA-MoE model (defaults: embedded tiny base, stdlib data; no downloads)",
         description="Train, or resume exactly, a DyLoRA-MoE model.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_config_flag(parser)
     add_train_flags(parser)
