@@ -13,6 +13,8 @@ from safetensors.torch import load_file, save_file
 
 from dylora_moe.checkpoint.manifest import publish_atomically, read_manifest, verify_checkpoint, write_manifest
 from dylora_moe.errors import UserError
+from dylora_moe.report.history import normalise
+from dylora_moe.report.summary import summary_blocks, to_markdown
 from dylora_moe.training.continuity import PROBE_NAME, PROBE_SEQUENCES, TOLERANCE
 from dylora_moe.training.run import train
 from train_helpers import micro_config, run, run_cli
@@ -60,6 +62,10 @@ def test_resume_on_the_same_machine_logs_the_probe_and_continues(base, interrupt
     assert event["probe_loss_saved"] == probe["loss"] and event["probe_within_tolerance"] is True
     # every later checkpoint scores the same ids
     assert json.loads((out / "checkpoint-6" / PROBE_NAME).read_text())["sequences"] == probe["sequences"]
+    # the report's resume table carries both losses
+    markdown = to_markdown(summary_blocks(normalise(result.log_history), {}, "run", "trainer_state.json"))
+    here = event["probe_loss_here"]
+    assert f"| {probe['loss']:.5f} -> {here:.5f} (Δ {here - probe['loss']:.3g}) |" in markdown
 
 
 def _scale_a_norm(base_dir: Path) -> None:
@@ -107,6 +113,8 @@ def test_a_checkpoint_without_a_probe_resumes_unchecked_in_one_line(base, interr
         f"[resume] continuity: {checkpoint} has no {PROBE_NAME} (saved before continuity probes existed): "
         "continuity is not checked for this resume"]
     assert result.global_step == 6
+    markdown = to_markdown(summary_blocks(normalise(result.log_history), {}, "run", "trainer_state.json"))
+    assert "| not checked |" in markdown
 
 
 def test_checkpoints_verify_probe_scores_a_good_checkpoint(interrupted):

@@ -117,7 +117,7 @@ def score(model, sequences: list[dict]) -> float:
     vocab = model.get_input_embeddings().weight.shape[0]
     if any(t >= vocab for seq in sequences for t in seq["input_ids"]):
         raise UserError(f"the continuity probe holds token ids beyond this model's vocabulary ({vocab}): it was "
-                        "saved for another tokenizer; pass --accept_probe_drift to resume without the check")
+                        "saved with another tokenizer")
     was_training = model.training
     devices = [model.device] if model.device.type == "cuda" else []
     total, count = 0.0, 0
@@ -136,10 +136,10 @@ def score(model, sequences: list[dict]) -> float:
     return total / max(count, 1)
 
 
-def write_probe(directory: str | Path, model, sequences: list[dict]) -> dict:
-    """Score `sequences` now and store them with the loss, the setup and the base fingerprint."""
+def write_probe(directory: str | Path, model, sequences: list[dict], fingerprint: dict) -> dict:
+    """Score `sequences` now and store them with the loss, the setup and the base's fingerprint."""
     probe = {"format": PROBE_FORMAT, "loss": score(model, sequences), **setup_of(model),
-             "base_fingerprint": model.current_base_fingerprint(), "sequences": sequences}
+             "base_fingerprint": fingerprint, "sequences": sequences}
     atomic_write_text(Path(directory) / PROBE_NAME, json.dumps(probe) + "\n")
     return probe
 
@@ -194,6 +194,9 @@ class ContinuityProbe(TrainerCallback):
         self.accept_drift = accept_drift
         self.summary = summary  # (dict) -> None: W&B summary values, when a W&B run is open
         self.log = log
+        self.saved: dict | None = None  # the resumed checkpoint's probe
+        self._fingerprint: dict | None = None  # the frozen base's, computed at the first save (a 4-bit base
+        # is dequantized for it)
 
     @classmethod
     def for_run(cls, model, train_dataset, resumption, **kwargs) -> "ContinuityProbe":
@@ -206,8 +209,11 @@ class ContinuityProbe(TrainerCallback):
         return probe
 
     def checkpoint_files(self, directory) -> None:
-        if self.sequences:
-            write_probe(directory, self.model, self.sequences)
+        if not self.sequences:
+            return
+        if self._fingerprint is None:
+            self._fingerprint = self.model.current_base_fingerprint()
+        write_probe(directory, self.model, self.sequences, self._fingerprint)
 
     def on_train_begin(self, args, state, control, **kwargs):
         resumption = self.resumption
@@ -217,7 +223,13 @@ class ContinuityProbe(TrainerCallback):
             self.log(f"[resume] continuity: {resumption.label} has no {PROBE_NAME} (saved before continuity "
                      "probes existed): continuity is not checked for this resume")
             return
-        verdict = check_here(self.saved, self.model)
+        try:
+            verdict = check_here(self.saved, self.model)
+        except UserError as exc:
+            if not self.accept_drift:
+                raise UserError(f"{exc}; pass --accept_probe_drift to resume anyway") from None
+            self.log(f"[resume] continuity: not checked ({exc}; accepted by --accept_probe_drift)")
+            return
         resumption.continuity = {"probe_loss_saved": float(self.saved["loss"]), "probe_loss_here":
                                  verdict.delta + float(self.saved["loss"]), "probe_delta": verdict.delta,
                                  "probe_within_tolerance": verdict.ok}
