@@ -97,15 +97,20 @@ def test_a_changed_norm_weight_is_refused_by_the_probe_and_accepted_with_the_fla
     assert result.global_step == 6
 
 
-def test_a_checkpoint_without_a_probe_resumes_unchecked_in_one_line(base, interrupted, tmp_path):
-    out = _copy(interrupted, tmp_path)
-    checkpoint = out / "checkpoint-3"
-    resealed = out / ".tmp-reseal"
+def _reseal(checkpoint: Path, change) -> None:
+    """Change a checkpoint's files and seal it again as the trainer would (a checkpoint another version wrote)."""
+    resealed = checkpoint.parent / ".tmp-reseal"
     shutil.copytree(checkpoint, resealed)
-    (resealed / PROBE_NAME).unlink()
+    change(resealed)
     write_manifest(resealed, read_manifest(checkpoint)["metadata"])
     publish_atomically(resealed, checkpoint)
     verify_checkpoint(checkpoint)
+
+
+def test_a_checkpoint_without_a_probe_resumes_unchecked_in_one_line(base, interrupted, tmp_path):
+    out = _copy(interrupted, tmp_path)
+    checkpoint = out / "checkpoint-3"
+    _reseal(checkpoint, lambda d: (d / PROBE_NAME).unlink())
 
     result, lines = _resume(micro_config(base, out, max_steps=6, resume_from_checkpoint=str(checkpoint)))
 
@@ -115,6 +120,20 @@ def test_a_checkpoint_without_a_probe_resumes_unchecked_in_one_line(base, interr
     assert result.global_step == 6
     markdown = to_markdown(summary_blocks(normalise(result.log_history), {}, "run", "trainer_state.json"))
     assert "| not checked |" in markdown
+
+
+def test_a_probe_of_another_format_is_refused_before_training(base, interrupted, tmp_path):
+    out = _copy(interrupted, tmp_path)
+    checkpoint = out / "checkpoint-3"
+    _reseal(checkpoint, lambda d: (d / PROBE_NAME).write_text(json.dumps({"format": "other/9", "loss": 1.0})))
+
+    with pytest.raises(UserError) as refused:
+        _resume(micro_config(base, out, max_steps=6, resume_from_checkpoint="latest"))
+
+    assert str(refused.value) == (
+        f"checkpoint {checkpoint}: {PROBE_NAME} is not a dylora-moe-continuity-probe/1 file (sequences of token ids "
+        "and a loss); pass --accept_probe_drift to resume without the continuity check")
+    assert not (out / "checkpoint-4").exists()
 
 
 def test_checkpoints_verify_probe_scores_a_good_checkpoint(interrupted):

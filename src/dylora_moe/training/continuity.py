@@ -37,6 +37,8 @@ _MAX_STORED = 64  # sequences / 4096 tokens: bounds on an untrusted file
 @dataclass(frozen=True)
 class Verdict:
     line: str  # `probe loss A at save (setup) -> B here (setup): Δ d`
+    saved: float
+    here: float
     delta: float
     relative: float
     tolerance: float
@@ -51,8 +53,10 @@ def choose_sequences(train_dataset, count: int = PROBE_SEQUENCES, max_tokens: in
     """`count` rows spread evenly over the training set (deterministic: same data, same probe), cut to
     `max_tokens`; rows whose cut leaves no scored token are passed over."""
     n = len(train_dataset)
+    spread = list(dict.fromkeys(i * n // count for i in range(count)))
+    fallback = [i for i in range(min(n, len(spread) + 4 * count)) if i not in spread]
     chosen: list[dict] = []
-    for index in sorted({i * n // count for i in range(count)} | set(range(min(n, 4 * count)))):
+    for index in spread + fallback:
         if len(chosen) == count:
             break
         row = train_dataset[index]
@@ -72,11 +76,10 @@ def read_probe(ckpt_dir: str | Path) -> dict | None:
     try:
         probe = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{where} is unreadable ({exc}); delete the file to resume without the continuity check")
+        raise UserError(f"{where} is unreadable ({exc})") from None
     if not isinstance(probe, dict) or probe.get("format") != PROBE_FORMAT or not _valid_sequences(probe.get("sequences")) \
             or not isinstance(probe.get("loss"), (int, float)):
-        raise UserError(f"{where} is not a {PROBE_FORMAT} file (sequences of token ids and a loss); "
-                        "delete the file to resume without the continuity check")
+        raise UserError(f"{where} is not a {PROBE_FORMAT} file (sequences of token ids and a loss)")
     return probe
 
 
@@ -159,7 +162,7 @@ def compare(saved: dict, loss: float, here: dict, fingerprint_here: dict | None 
     relative = abs(delta) / max(abs(before), 1e-12) if math.isfinite(loss) else math.inf
     line = (f"probe loss {before:.5f} at save ({saved.get('device')}, {_precision(saved)}) -> {loss:.5f} here "
             f"({here['device']}, {_precision(here)}): Δ {delta:.3g}")
-    return Verdict(line, delta, relative, CROSS_SETUP_TOLERANCE if cross else TOLERANCE, differences)
+    return Verdict(line, before, loss, delta, relative, CROSS_SETUP_TOLERANCE if cross else TOLERANCE, differences)
 
 
 def _precision(setup: dict) -> str:
@@ -177,9 +180,10 @@ def drift_message(verdict: Verdict, where: str, flag: str) -> str:
             f"tolerance {verdict.tolerance:.2%}; {differs}; {flag}")
 
 
-def check_here(probe: dict, model) -> Verdict:
-    """Score the saved probe on `model` as it is now and compare."""
-    return compare(probe, score(model, probe["sequences"]), setup_of(model), model.current_base_fingerprint())
+def check_here(probe: dict, model, fingerprint: dict | None = None) -> Verdict:
+    """Score the saved probe on `model` as it is now and compare (`fingerprint`: the base's, when known)."""
+    fingerprint = fingerprint if fingerprint is not None else model.current_base_fingerprint()
+    return compare(probe, score(model, probe["sequences"]), setup_of(model), fingerprint)
 
 
 class ContinuityProbe(TrainerCallback):
@@ -195,6 +199,7 @@ class ContinuityProbe(TrainerCallback):
         self.summary = summary  # (dict) -> None: W&B summary values, when a W&B run is open
         self.log = log
         self.saved: dict | None = None  # the resumed checkpoint's probe
+        self.unreadable: str | None = None  # why the resumed checkpoint's probe could not be read (accepted)
         self._fingerprint: dict | None = None  # the frozen base's, computed at the first save (a 4-bit base
         # is dequantized for it)
 
@@ -202,41 +207,53 @@ class ContinuityProbe(TrainerCallback):
     def for_run(cls, model, train_dataset, resumption, **kwargs) -> "ContinuityProbe":
         """The resumed checkpoint's probe ids when it has one (every later checkpoint scores the same), else
         chosen from this run's training data."""
-        saved = read_probe(resumption.path) if resumption.path is not None else None
+        saved, unreadable = None, None
+        if resumption.path is not None:
+            try:
+                saved = read_probe(resumption.path)
+            except UserError as exc:  # a full resume needs the flag; a weights-only one does not check
+                if resumption.full and not kwargs.get("accept_drift"):
+                    raise UserError(f"{exc}; pass --accept_probe_drift to resume without the continuity check") \
+                        from None
+                unreadable = str(exc)
         sequences = saved["sequences"] if saved else choose_sequences(train_dataset)
         probe = cls(model, sequences, resumption, **kwargs)
-        probe.saved = saved
+        probe.saved, probe.unreadable = saved, unreadable
         return probe
+
+    def _base_fingerprint(self) -> dict:
+        if self._fingerprint is None:
+            self._fingerprint = self.model.current_base_fingerprint()
+        return self._fingerprint
 
     def checkpoint_files(self, directory) -> None:
         if not self.sequences:
             return
-        if self._fingerprint is None:
-            self._fingerprint = self.model.current_base_fingerprint()
-        write_probe(directory, self.model, self.sequences, self._fingerprint)
+        write_probe(directory, self.model, self.sequences, self._base_fingerprint())
 
     def on_train_begin(self, args, state, control, **kwargs):
         resumption = self.resumption
         if not resumption.full or not args.should_save:
+            return
+        if self.unreadable is not None:
+            self.log(f"[resume] continuity: not checked ({self.unreadable}; accepted by --accept_probe_drift)")
             return
         if self.saved is None:
             self.log(f"[resume] continuity: {resumption.label} has no {PROBE_NAME} (saved before continuity "
                      "probes existed): continuity is not checked for this resume")
             return
         try:
-            verdict = check_here(self.saved, self.model)
+            verdict = check_here(self.saved, self.model, self._base_fingerprint())
         except UserError as exc:
             if not self.accept_drift:
                 raise UserError(f"{exc}; pass --accept_probe_drift to resume anyway") from None
             self.log(f"[resume] continuity: not checked ({exc}; accepted by --accept_probe_drift)")
             return
-        resumption.continuity = {"probe_loss_saved": float(self.saved["loss"]), "probe_loss_here":
-                                 verdict.delta + float(self.saved["loss"]), "probe_delta": verdict.delta,
-                                 "probe_within_tolerance": verdict.ok}
+        resumption.continuity = {"probe_loss_saved": verdict.saved, "probe_loss_here": verdict.here,
+                                 "probe_delta": verdict.delta, "probe_within_tolerance": verdict.ok}
         if not verdict.ok and not self.accept_drift:
             raise UserError(drift_message(verdict, resumption.label, "pass --accept_probe_drift to resume anyway"))
         accepted = "" if verdict.ok else " (beyond the tolerance, accepted by --accept_probe_drift)"
         self.log(f"[resume] continuity: {verdict.line}{accepted}")
         if self.summary is not None:
-            self.summary({"resume/probe_delta": verdict.delta, "resume/probe_loss": verdict.delta +
-                          float(self.saved["loss"])})
+            self.summary({"resume/probe_delta": verdict.delta, "resume/probe_loss": verdict.here})
