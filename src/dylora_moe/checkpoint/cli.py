@@ -23,6 +23,9 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=cmd_download)
     p = sub.add_parser("verify", help="check every file of a checkpoint dir (or a store version) against its manifest")
     p.add_argument("uri", help="checkpoint directory or STORE[:version|alias]")
+    p.add_argument("--probe", action="store_true", help=(
+        "also score the checkpoint's continuity probe on this machine (loads the model) and compare it with the "
+        "loss saved with it; non-zero exit beyond the tolerance"))
     p.set_defaults(func=cmd_verify)
 
 
@@ -120,12 +123,30 @@ def cmd_verify(args: argparse.Namespace) -> int:
         _refuse_output_dir(Path(args.uri))
         manifest = verify_named_checkpoint(args.uri, log=log_stderr)
         print(f"OK {args.uri}: {len(manifest['files'])} files match the manifest and parse")
-        return 0
+        return _verify_probe(Path(args.uri), args.uri) if args.probe else 0
     from dylora_moe.checkpoint.resolve import fetch_checkpoint
 
     path = fetch_checkpoint(args.uri, log=log_stderr)
     manifest = verify_checkpoint(path)
     print(f"OK {args.uri}: {len(manifest['files'])} files match the manifest and parse ({path})")
+    return _verify_probe(path, args.uri) if args.probe else 0
+
+
+def _verify_probe(path: Path, label: str) -> int:
+    """Score the checkpoint's continuity probe here, as a resume would; beyond the tolerance: one error line."""
+    from dylora_moe.errors import UserError
+    from dylora_moe.model.loading import load_model_for_inference
+    from dylora_moe.training.continuity import PROBE_NAME, check_here, drift_message, read_probe
+
+    probe = read_probe(path)
+    if probe is None:
+        raise UserError(f"{label} has no {PROBE_NAME} (saved before continuity probes existed): nothing to "
+                        "score; a resume from it is not checked for continuity")
+    model, _tokenizer = load_model_for_inference(str(path), log=log_stderr)
+    verdict = check_here(probe, model)
+    if not verdict.ok:
+        raise UserError(drift_message(verdict, label, "a resume here needs --accept_probe_drift"))
+    print(f"continuity: {verdict.line}")
     return 0
 
 

@@ -39,6 +39,8 @@ class ResumeEvent:
     step: int
     resumed_from: str
     exact: bool | None
+    probe_loss_saved: float | None = None  # the continuity probe's loss at save, and here (None: not checked)
+    probe_loss_here: float | None = None
 
 
 @dataclass(frozen=True)
@@ -180,9 +182,10 @@ def _events(history: RunHistory, events: list[dict]) -> None:
             continue
         if name == "resume":
             exact = entry.get("exact")
-            history.resumes.append(
-                ResumeEvent(step, str(entry.get("resumed_from", "?")), exact if isinstance(exact, bool) else None)
-            )
+            history.resumes.append(ResumeEvent(
+                step, str(entry.get("resumed_from", "?")), exact if isinstance(exact, bool) else None,
+                _as_number(entry.get("probe_loss_saved")), _as_number(entry.get("probe_loss_here")),
+            ))
         elif name == "skill":
             novel = entry.get("novel")
             history.skills.append(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from dylora_moe.report.history import USAGE_PREFIX, RunHistory
+from dylora_moe.report.history import USAGE_PREFIX, ResumeEvent, RunHistory
 
 # A block is ("h", text) | ("p", text) | ("table", headers, rows) | ("img", alt, file name)
 Block = tuple
@@ -76,11 +76,21 @@ def _final_values(history: RunHistory) -> list[Block]:
     return blocks
 
 
+def _continuity(resume: ResumeEvent) -> str:
+    """The continuity probe's two losses and their difference; 'not checked' for a checkpoint without a probe."""
+    if resume.probe_loss_saved is None or resume.probe_loss_here is None:
+        return "not checked"
+    before, here = resume.probe_loss_saved, resume.probe_loss_here
+    return f"{before:.5f} -> {here:.5f} (Δ {here - before:.3g})"
+
+
 def _events(history: RunHistory) -> list[Block]:
     blocks: list[Block] = []
     if history.resumes:
-        rows = [[str(r.step), r.resumed_from, {True: "yes", False: "no", None: "?"}[r.exact]] for r in history.resumes]
-        blocks += [("h", "Resume points"), ("table", ["step", "resumed from", "exact"], rows)]
+        rows = [[str(r.step), r.resumed_from, {True: "yes", False: "no", None: "?"}[r.exact], _continuity(r)]
+                for r in history.resumes]
+        blocks += [("h", "Resume points"), ("table", ["step", "resumed from", "exact", "probe loss at save -> here"],
+                                            rows)]
     if history.maturity_changes:
         rows = [
             [str(c.step), ", ".join(str(i) for i in c.newly_mature) or "-",

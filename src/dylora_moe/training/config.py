@@ -114,6 +114,9 @@ class TrainConfig:
     grow_experts: int = field(default=0, metadata={"help": "add N new immature experts to the resumed model"})
     grow_experts_from: int | None = field(default=None, metadata={"help": (
         "initialise the grown experts as copies of this expert instead of from scratch")})
+    accept_probe_drift: bool = field(default=False, metadata={"help": (
+        "resume even when the checkpoint's continuity probe scores beyond the tolerance here (another base, "
+        "precision or library; see docs/training.md)")})
     checkpoint_store: str | None = field(default=None, metadata={"help": (
         "upload checkpoints to this store URI (dir, gs://, s3://, wandb://entity/project/name)")})
     # code benchmarks on the trained weights (HumanEval / MBPP, sandboxed)

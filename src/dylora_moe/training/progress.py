@@ -61,7 +61,7 @@ class RunEvents(TrainerCallback):
                      f"{state.global_step} was {before:.3e}, continues at {after:.3e}")
         state.log_history.append({
             "step": state.global_step, "epoch": state.epoch, "event": "resume",
-            "resumed_from": self.resumption.label, "exact": plan.exact,
+            "resumed_from": self.resumption.label, "exact": plan.exact, **(self.resumption.continuity or {}),
         })
         if plan.dataset_changed:
             state.log_history.append({"step": state.global_step, "epoch": state.epoch, "event": "dataset_changed"})

@@ -48,6 +48,7 @@ class Resumption:
     saved_config: DyLoRAConfig | None = None
     state: DyLoRATrainingState = field(default_factory=DyLoRATrainingState)
     plan: ResumePlan | None = None  # set by `plan_run()` on a full resume
+    continuity: dict | None = None  # the continuity probe's losses, set once checked (training/continuity.py)
 
     @classmethod
     def prepare(cls, cfg: TrainConfig, log: Log = log_main) -> "Resumption":

@@ -30,6 +30,7 @@ from dylora_moe.model.quantization import describe as describe_quantization
 from dylora_moe.processes import is_main_process, log_main
 from dylora_moe.training.callbacks import EXIT_PREEMPTED, MaturitySchedule, PatienceEarlyStopping, PreemptionHandler
 from dylora_moe.training.config import TrainConfig
+from dylora_moe.training.continuity import ContinuityProbe
 from dylora_moe.training.distributed import check_supported_parallelism
 from dylora_moe.training.divergence import NonFiniteGuard
 from dylora_moe.training.output_dir import check_output_dir_location, claim_output_dir
@@ -189,7 +190,10 @@ def _callbacks(cfg: TrainConfig, model, tokenizer, data, resumption: Resumption,
                  FinalStepSave(), ProgressLog(log=log)]
     if not cfg.disable_early_stopping and len(data.eval) > 0:
         callbacks.append(PatienceEarlyStopping(cfg.early_stopping_patience, resumption.state.early_stopping, log=log))
-    callbacks.append(RunEvents(resumption, log=log))
+    summary = tracking.wandb_run.summary.update if tracking.wandb_run is not None else None
+    callbacks.append(ContinuityProbe.for_run(model, data.train, resumption, accept_drift=cfg.accept_probe_drift,
+                                             summary=summary, log=log))
+    callbacks.append(RunEvents(resumption, log=log))  # after the probe: the resume event carries its losses
     if uploads is not None:
         callbacks.append(uploads)
     if cfg.eval_benchmarks:
