@@ -101,6 +101,13 @@ class WandbStore(CheckpointStore):
         return checked_versions(versions, self.uri)
 
     def resolve(self, ref: str | None = None) -> VersionInfo:
+        """A named version or alias in one query where the backend can (`:latest` of a long collection needs no
+        listing); otherwise, or when that finds nothing, the listing, which also names what exists."""
+        one = getattr(self.backend, "version_info", None)
+        if ref is not None and one is not None and not wandb_is_offline():
+            info = one(self.path, ref)
+            if info is not None and (info.version == ref or ref in info.aliases):
+                return checked_versions([info], self.uri)[0]
         versions = self.list_versions()
         if not versions:
             raise CheckpointError(
