@@ -78,6 +78,17 @@ def served_during(server, func):
     return result, server.blob_bytes_served - before
 
 
+def fetch_phase(cache: Path) -> float:
+    """Seconds of the resume's own fetch in this process: resolve `:latest`, then download and verify, or find
+    the verified copy in `cache`. Steadier than whole runs on a shared machine (no imports, no training)."""
+    from dylora_moe.checkpoint.resolve import fetch_checkpoint
+
+    os.environ["DYLORA_MOE_CACHE_DIR"] = str(cache)
+    start = time.perf_counter()
+    fetch_checkpoint(f"{STORE}:latest", log=lambda m: None)
+    return time.perf_counter() - start
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -132,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"resumed, from cache: {med['cache']:.2f} s, {max(fetched['cache'])} bytes fetched")
         print(f"delta download: {med['download'] - med['fresh']:+.2f} s")
         print(f"delta cache: {med['cache'] - med['fresh']:+.2f} s")
+        cold = [fetch_phase(tmp / f"phase-cold-{i}") for i in range(args.repeats)]
+        hot = [fetch_phase(warm) for _ in range(args.repeats)]
+        print(f"fetch phase in process: download {statistics.median(cold):.3f} s, cache hit "
+              f"{statistics.median(hot):.3f} s (median of {args.repeats})")
         print("runs (s): " + "; ".join(f"{k} " + ", ".join(f"{t:.2f}" for t in v) for k, v in times.items()))
     finally:
         wandb.teardown()
