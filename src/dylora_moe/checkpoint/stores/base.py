@@ -148,7 +148,22 @@ class CheckpointStore(ABC):
         lock, so the later ones find the verified copy instead of replacing it under the first one's feet;
         each first removes the temporaries that killed downloads left in the cache.
         """
-        return self.download_version(self.resolve(ref), dest, log)
+        cached = self.cached_version(ref, dest, log)
+        return cached if cached is not None else self.download_version(self.resolve(ref), dest, log)
+
+    def cached_version(self, ref: str | None, dest: str | Path | None = None, log=print) -> Path | None:
+        """The verified copy in the cache when `ref` names a version (`v3`): versions never change, so the store
+        is not asked (no network, no SDK); None for aliases, which move, and for downloads to a named `dest`."""
+        if dest is not None or ref is None or not VERSION_RE.fullmatch(ref):
+            return None
+        target = self.cache_dir_for(VersionInfo(ref))
+        if not target.is_dir():
+            return None
+        with file_lock(target.parent / f".lock-{target.name}"):
+            if not _is_verified_copy(target, VersionInfo(ref), cached=True):
+                return None
+        log(f"using verified copy of {self.uri}:{ref} at {target}")
+        return target
 
     def download_version(self, info: VersionInfo, dest: str | Path | None = None, log=print) -> Path:
         """`download` of an already resolved version."""

@@ -128,6 +128,10 @@ class SdkBackend:
 
     def record_use(self, path: str, version: str) -> None:
         """Mark `path:version` as an input of the active run, so W&B shows where the run resumed from."""
+        import sys
+
+        if "wandb" not in sys.modules:  # never imported: no run can be active (and the import costs a second)
+            return
         import wandb
 
         run = wandb.run
