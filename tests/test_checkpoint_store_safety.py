@@ -240,7 +240,7 @@ def test_killed_download_temp_is_cleaned_by_the_next_download_a_live_one_is_not(
     assert not live_tmp.exists()
     assert f"removed {live_tmp.name}: left by an interrupted download" in logs
     assert verify_checkpoint(got)["metadata"]["global_step"] == 10
-    assert sorted(p.name for p in cache.iterdir() if not p.name.startswith(".lock-")) == ["v0", "v1"]
+    assert sorted(p.name for p in cache.iterdir() if not p.name.startswith((".lock-", ".verified-"))) == ["v0", "v1"]
 
 
 def test_stale_temp_of_another_store_in_the_cache_is_cleaned_too(tmp_path):

@@ -70,6 +70,44 @@ def test_download_verifies_and_uses_cache(tmp_path):
         store.download(None, log=logs.append)
 
 
+def _age(ckpt, seconds: float = 10.0) -> None:
+    """Move every file's mtime into the past: a cache copy written well before this resume."""
+    import os
+    import time
+
+    past = time.time_ns() - int(seconds * 1e9)
+    for path in ckpt.rglob("*"):
+        if path.is_file():
+            os.utime(path, ns=(past, past))
+
+
+def test_cache_hit_rehashes_only_after_a_change(tmp_path, monkeypatch):
+    """A cached copy verified since its files last changed is reused without hashing; a change, even of the
+    same size, means a full verification, and a copy that fails it is fetched again."""
+    from dylora_moe.checkpoint.stores import base
+
+    store = FsspecStore(str(tmp_path / "store"))
+    store.publish(make_checkpoint(tmp_path / "out", 10))
+    cached = store.download("v0", log=lambda m: None)
+    _age(cached)  # the stamp no longer matches: the next hit verifies in full and stamps again
+    verified = []
+    monkeypatch.setattr(base, "verify_checkpoint", lambda path, **kw: verified.append(path) or verify_checkpoint(
+        path, **kw))
+    logs: list[str] = []
+    assert store.download("v0", log=logs.append) == cached and verified == [cached]
+    assert store.download("v0", log=logs.append) == cached and verified == [cached]  # no second hashing
+    assert logs == [f"using verified copy of {store.uri}:v0 at {cached}"] * 2
+
+    expert = cached / "experts" / "expert_0.bin"
+    original = expert.read_bytes()
+    expert.write_bytes(bytes(len(original)))  # same size, other bytes
+    verified.clear()
+    logs.clear()
+    assert store.download("v0", log=logs.append) == cached
+    assert verified[0] == cached and expert.read_bytes() == original  # verified, failed, fetched again
+    assert logs[-1].startswith(f"downloaded {store.uri}:v0 ")
+
+
 def test_corrupted_file_in_store_is_named_and_nothing_published(tmp_path):
     store = FsspecStore(str(tmp_path / "store"))
     store.publish(make_checkpoint(tmp_path / "out", 10))

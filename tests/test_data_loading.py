@@ -73,7 +73,7 @@ def test_unknown_layout_for_custom_name(tmp_path):
 
 OFFLINE_LINE = ("dataset 'code_alpaca' comes from the Hugging Face hub (sahil2801/CodeAlpaca-20k), which is offline "
                 "or unreachable; bind it to a local file instead: --datasets \"code_alpaca=path/to/file.jsonl\" "
-                "(json, jsonl or parquet)")
+                "(json, jsonl or parquet), or put code_alpaca.jsonl in a directory named by DYLORA_DATA_DIR")
 
 
 def _online(monkeypatch) -> None:
@@ -172,3 +172,29 @@ def test_probe_failure_fails_at_once_and_marks_offline(monkeypatch):
     assert str(err.value) == OFFLINE_LINE
     assert targets == [(("127.0.0.1", 9), 3.0)]
     assert loading.hub_offline() is True
+
+
+def test_registry_names_load_from_the_local_mirror_as_a_bound_file_would(shared_data, tmp_path, monkeypatch):
+    """DYLORA_DATA_DIR/mbpp.jsonl stands in for the hub; the same source as `mbpp=that file`, offline."""
+    from seed_data import write_seed_mirror
+
+    mirror = write_seed_mirror(shared_data, tmp_path / "mirror", rows=3)
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("DYLORA_DATA_DIR", str(mirror))
+    for name, fmt in (("code_alpaca", "alpaca"), ("mbpp", "mbpp"), ("evol_instruct", "alpaca"),
+                      ("code_feedback", "query_answer")):
+        source = _load(name)
+        assert source.row_format.name == fmt and len(source.rows) == (5 if name == "mbpp" else 3)
+        bound = _load(f"{name}={next(mirror.glob(name + '.*'))}")
+        assert source.identity == bound.identity and source.rows == bound.rows
+    with pytest.raises(UserError) as err:  # not mirrored: still the hub's one line
+        _load("python_codes_25k")
+    assert "python_codes_25k.jsonl in a directory named by DYLORA_DATA_DIR" in str(err.value)
+
+
+def test_local_mirror_that_is_not_a_directory_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("DYLORA_DATA_DIR", str(tmp_path / "nowhere"))
+    with pytest.raises(UserError) as err:
+        parse_datasets("code_alpaca")
+    assert str(err.value) == (f"DYLORA_DATA_DIR={tmp_path / 'nowhere'} is not a directory; point it at a directory "
+                              "of NAME.jsonl files (e.g. code_alpaca.jsonl) or unset it")

@@ -40,7 +40,7 @@ def test_versioning_rules_download_and_no_sdk_cache_copies(wandb_server, tmp_pat
     ]
     listed = wandb_server.operations.count("ProjectArtifacts")
     got = fetch_checkpoint("ent/proj/ckpt:best", log=quiet)
-    assert wandb_server.operations.count("ProjectArtifacts") == listed + 1  # one resolve lists the versions once
+    assert wandb_server.operations.count("ProjectArtifacts") == listed  # a named alias is one query, no listing
     assert verify_checkpoint(got)["metadata"]["global_step"] == 10
     assert (got / "adapter.safetensors").read_bytes() == (c10 / "adapter.safetensors").read_bytes()
     latest = store.download(None, tmp_path / "latest", log=quiet)
@@ -214,3 +214,18 @@ def test_publish_uploads_only_the_manifest_files_and_refuses_a_symlinked_one(wan
         f"cannot publish {other}: trainer_state.json is a symbolic link (to {host_copy}); a store upload takes only "
         "the checkpoint's own files — replace the link by a copy of the file")
     assert committed(wandb_server, "ent/proj/ckpt") == [("v0", ["latest"])]
+
+
+def test_a_version_in_the_cache_is_not_resolved_again_an_alias_is(wandb_server, tmp_path):
+    """Versions never change: a verified cached `:v0` resumes without a request; `:latest` moves, so it asks."""
+    store = WandbStore("ent", "proj", "ckpt")
+    store.publish(make_checkpoint(tmp_path / "out", 10), ["latest"])
+    store.close()
+    first = fetch_checkpoint("ent/proj/ckpt:v0", log=quiet)
+    asked, served = len(wandb_server.operations), wandb_server.blob_bytes_served
+    logs: list[str] = []
+    assert fetch_checkpoint("ent/proj/ckpt:v0", log=logs.append) == first
+    assert (len(wandb_server.operations), wandb_server.blob_bytes_served) == (asked, served)
+    assert logs == [f"using verified copy of wandb://ent/proj/ckpt:v0 at {first}"]
+    assert fetch_checkpoint("ent/proj/ckpt:latest", log=quiet) == first
+    assert len(wandb_server.operations) > asked and wandb_server.blob_bytes_served == served

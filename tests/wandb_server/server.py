@@ -26,6 +26,7 @@ class LoopbackWandb:
         self.operations: list[str] = []  # operationName of every GraphQL request, in arrival order
         self.hold = threading.Event()  # while set, blob uploads are not answered (a stalled network)
         self.fail_graphql: set[str] = set()  # operation names answered with HTTP 403 "permission denied"
+        self.blob_bytes_served = 0  # body bytes of every blob GET answered (what downloads transferred)
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="loopback-wandb", daemon=True)
@@ -116,6 +117,8 @@ def _handler_for(server: LoopbackWandb):
                 data = server.state.blobs.get(key) if key else None
             if data is None:
                 return self._json(404, {"error": f"no blob {self.path}"})
+            with server.state.lock:
+                server.blob_bytes_served += len(data)
             self._send(200, data, "application/octet-stream")
 
     return Handler

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dylora_moe.data.formats import RowFormat, detect_format
-from dylora_moe.data.registry import REGISTRY, DatasetSpec
+from dylora_moe.data.registry import DATA_DIR_VAR, REGISTRY, DatasetSpec
 from dylora_moe.data.stdlib_mining import mine_stdlib, stdlib_identity
 from dylora_moe.errors import UserError
 from dylora_moe.hub import hub_endpoint, hub_offline, mark_datasets_offline
@@ -57,7 +57,8 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 def hub_unreachable_error(name: str, hub_id: str) -> UserError:
     return UserError(
         f"dataset '{name}' comes from the Hugging Face hub ({hub_id}), which is offline or unreachable; "
-        f"bind it to a local file instead: --datasets \"{name}=path/to/file.jsonl\" (json, jsonl or parquet)"
+        f"bind it to a local file instead: --datasets \"{name}=path/to/file.jsonl\" (json, jsonl or parquet), "
+        f"or put {name}.jsonl in a directory named by {DATA_DIR_VAR}"
     )
 
 

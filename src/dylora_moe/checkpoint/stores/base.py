@@ -9,6 +9,7 @@ the checkpoint manifest before anyone may resume from them.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -18,11 +19,14 @@ from pathlib import Path
 
 from dylora_moe.cache_dirs import artifact_cache_dir
 from dylora_moe.checkpoint.manifest import (
+    COMPLETE_MARKER,
     MANIFEST_NAME,
     CheckpointError,
     clean_stale_temp_dirs,
     is_complete,
     publish_atomically,
+    read_manifest,
+    safe_member,
     sha256_file,
     verify_checkpoint,
 )
@@ -144,7 +148,22 @@ class CheckpointStore(ABC):
         lock, so the later ones find the verified copy instead of replacing it under the first one's feet;
         each first removes the temporaries that killed downloads left in the cache.
         """
-        return self.download_version(self.resolve(ref), dest, log)
+        cached = self.cached_version(ref, dest, log)
+        return cached if cached is not None else self.download_version(self.resolve(ref), dest, log)
+
+    def cached_version(self, ref: str | None, dest: str | Path | None = None, log=print) -> Path | None:
+        """The verified copy in the cache when `ref` names a version (`v3`): versions never change, so the store
+        is not asked (no network, no SDK); None for aliases, which move, and for downloads to a named `dest`."""
+        if dest is not None or ref is None or not VERSION_RE.fullmatch(ref):
+            return None
+        target = self.cache_dir_for(VersionInfo(ref))
+        if not target.is_dir():
+            return None
+        with file_lock(target.parent / f".lock-{target.name}"):
+            if not _is_verified_copy(target, VersionInfo(ref), cached=True):
+                return None
+        log(f"using verified copy of {self.uri}:{ref} at {target}")
+        return target
 
     def download_version(self, info: VersionInfo, dest: str | Path | None = None, log=print) -> Path:
         """`download` of an already resolved version."""
@@ -158,7 +177,7 @@ class CheckpointStore(ABC):
             return self._download_locked(info, target, False, log)
 
     def _download_locked(self, info: VersionInfo, target: Path, explicit_dest: bool, log) -> Path:
-        if _is_verified_copy(target, info):
+        if _is_verified_copy(target, info, cached=not explicit_dest):
             log(f"using verified copy of {self.uri}:{info.version} at {target}")
             return target
         if target.exists() and not target.is_dir():
@@ -188,19 +207,64 @@ class CheckpointStore(ABC):
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         publish_atomically(tmp, target)
+        if not explicit_dest:
+            _write_verified_stamp(target)
         log(f"downloaded {self.uri}:{info.version} ({info.size} bytes) to {target}")
         return target
 
 
-def _is_verified_copy(target: Path, info: VersionInfo) -> bool:
-    """True when target already holds exactly this version and every file still verifies."""
+def _is_verified_copy(target: Path, info: VersionInfo, cached: bool = False) -> bool:
+    """True when target already holds exactly this version and every file still verifies.
+
+    A copy in the cache was verified in full when it was published there; while its files keep the size, inode
+    and mtime recorded then (see `_verified_stamp_holds`), hashing and parsing them again would only repeat that
+    on every resume. Any change (or a stamp that cannot prove one did not happen) means a full verification."""
     if not is_complete(target):
         return False
-    try:
-        verify_checkpoint(target)
-    except CheckpointError:
-        return False
+    if not (cached and _verified_stamp_holds(target)):
+        try:
+            verify_checkpoint(target)
+        except CheckpointError:
+            return False
+        if cached:
+            _write_verified_stamp(target)
     return not info.digest or manifest_digest(target) == info.digest
+
+
+def _stamp_path(target: Path) -> Path:
+    return target.parent / f".verified-{target.name}.json"
+
+
+def _file_stats(target: Path) -> dict[str, list[int]]:
+    """(size, inode, mtime_ns) of the manifest's files, the manifest and the marker; OSError when one is gone."""
+    names = sorted(read_manifest(target)["files"]) + [MANIFEST_NAME, COMPLETE_MARKER]
+    stats = {}
+    for rel in names:
+        st = safe_member(target, rel, f"checkpoint {target}").stat()
+        stats[rel] = [st.st_size, st.st_ino, st.st_mtime_ns]
+    return stats
+
+
+def _write_verified_stamp(target: Path) -> None:
+    """Record the stats of a cached copy that has just verified in full."""
+    stamp = _stamp_path(target)
+    tmp = stamp.with_name(f"{stamp.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(_file_stats(target)), encoding="utf-8")
+    os.replace(tmp, stamp)
+
+
+def _verified_stamp_holds(target: Path) -> bool:
+    """Every file still has the stats recorded when the copy verified, and each was last written before the
+    stamp: file times are coarse (a clock tick), so a file written in the stamp's own tick could have changed
+    after it unseen; such a copy is verified in full again (and stamped anew)."""
+    stamp = _stamp_path(target)
+    try:
+        recorded = json.loads(stamp.read_text(encoding="utf-8"))
+        stamped_at = stamp.stat().st_mtime_ns
+        current = _file_stats(target)
+    except (OSError, ValueError, CheckpointError):
+        return False
+    return recorded == current and all(stats[2] < stamped_at for stats in current.values())
 
 
 def checkpoint_size(ckpt_dir: str | Path) -> int:

@@ -108,18 +108,17 @@ class SdkBackend:
             if _collection_exists(api, path) is False:
                 raise CollectionNotFound(path) from None
             raise exc
-        found = [
-            VersionInfo(
-                version=artifact.version,
-                aliases=[a for a in artifact.aliases],
-                metadata=dict(artifact.metadata or {}),
-                size=int(artifact.size or 0),
-                digest=(artifact.metadata or {}).get("manifest_sha256", ""),
-                created=str(artifact.created_at or ""),
-            )
-            for artifact in artifacts
-        ]
-        return sorted(found, key=lambda v: v.index)
+        return sorted((_version_info(artifact) for artifact in artifacts), key=lambda v: v.index)
+
+    def version_info(self, path: str, ref: str) -> VersionInfo | None:
+        """`path:ref` (a version or an alias such as `latest`) in one query, without listing the collection;
+        None when the SDK cannot answer it (the caller then lists, and names what exists)."""
+        import wandb
+
+        try:
+            return _version_info(wandb.Api().artifact(f"{path}:{ref}", type=ARTIFACT_TYPE))
+        except Exception:  # noqa: BLE001 - not found, wrong type, network: the listing reports it properly
+            return None
 
     def download(self, path: str, version: str, dest: Path) -> None:
         import wandb
@@ -129,11 +128,26 @@ class SdkBackend:
 
     def record_use(self, path: str, version: str) -> None:
         """Mark `path:version` as an input of the active run, so W&B shows where the run resumed from."""
+        import sys
+
+        if "wandb" not in sys.modules:  # never imported: no run can be active (and the import costs a second)
+            return
         import wandb
 
         run = wandb.run
         if run is not None and not _run_is_offline(run):
             run.use_artifact(f"{path}:{version}", type=ARTIFACT_TYPE)
+
+
+def _version_info(artifact) -> VersionInfo:
+    return VersionInfo(
+        version=artifact.version,
+        aliases=list(artifact.aliases),
+        metadata=dict(artifact.metadata or {}),
+        size=int(artifact.size or 0),
+        digest=(artifact.metadata or {}).get("manifest_sha256", ""),
+        created=str(artifact.created_at or ""),
+    )
 
 
 def _collection_exists(api, path: str) -> bool | None:

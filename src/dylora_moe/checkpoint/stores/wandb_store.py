@@ -101,6 +101,13 @@ class WandbStore(CheckpointStore):
         return checked_versions(versions, self.uri)
 
     def resolve(self, ref: str | None = None) -> VersionInfo:
+        """A named version or alias in one query where the backend can (`:latest` of a long collection needs no
+        listing); otherwise, or when that finds nothing, the listing, which also names what exists."""
+        one = getattr(self.backend, "version_info", None)
+        if ref is not None and one is not None and not wandb_is_offline():
+            info = one(self.path, ref)
+            if info is not None and (info.version == ref or ref in info.aliases):
+                return checked_versions([info], self.uri)[0]
         versions = self.list_versions()
         if not versions:
             raise CheckpointError(
@@ -116,12 +123,14 @@ class WandbStore(CheckpointStore):
             ) from None
 
     def download(self, ref=None, dest=None, log=print) -> Path:
-        """Download and verify (base class), then record the version as an input of the active W&B run."""
-        info = self.resolve(ref)
-        path = self.download_version(info, dest, log=log)
+        """Download and verify (base class; a version in the cache is not even resolved), then record the version
+        as an input of the active W&B run."""
+        path, version = self.cached_version(ref, dest, log), ref
+        if path is None:
+            info = self.resolve(ref)
+            path, version = self.download_version(info, dest, log=log), info.version
         record_use = getattr(self.backend, "record_use", None)
         if record_use is not None:
-            version = info.version
             try:
                 record_use(self.path, version)
             except Exception as exc:  # noqa: BLE001 - lineage is informative; the resume itself succeeded
