@@ -57,6 +57,9 @@ def test_grow_experts_on_full_resume_keeps_optimizer_state(base, tmp_path):
     assert remapped == ["[train] optimizer state re-mapped onto the grown model: 18 parameters keep their state, "
                         "8 start fresh"]
     assert result.global_step == 6
+    assert [line for line in lines if "continuity" in line] == [
+        f"[resume] continuity: not checked: --grow_experts 1 adds experts to {tmp_path}/checkpoint-3, so the model "
+        "no longer computes as it did at save"]
     from train_helpers import adapter_weights
 
     weights = adapter_weights(result.last_checkpoint)

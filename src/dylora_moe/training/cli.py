@@ -41,9 +41,12 @@ def add_parser(subparsers) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from dylora_moe.training.distributed import end_process_group
     from dylora_moe.training.run import train
 
-    if getattr(args, "mode", "joint") == "continual":
-        return run_continual(args, config_from_namespace(args))
-    result = train(config_from_namespace(args))
-    return result.exit_code
+    try:
+        if getattr(args, "mode", "joint") == "continual":
+            return run_continual(args, config_from_namespace(args))
+        return train(config_from_namespace(args)).exit_code
+    finally:
+        end_process_group()  # the command owns the process group its launcher's environment made

@@ -242,6 +242,10 @@ class ContinuityProbe(TrainerCallback):
             self.log(f"[resume] continuity: {resumption.label} has no {PROBE_NAME} (saved before continuity "
                      "probes existed): continuity is not checked for this resume")
             return
+        if resumption.cfg.grow_experts:  # new experts join the routing: the model is meant to differ from the save
+            self.log(f"[resume] continuity: not checked: --grow_experts {resumption.cfg.grow_experts} adds experts "
+                     f"to {resumption.label}, so the model no longer computes as it did at save")
+            return
         try:
             verdict = check_here(self.saved, self.model, self._base_fingerprint())
         except UserError as exc:

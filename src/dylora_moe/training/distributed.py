@@ -26,6 +26,14 @@ def reduced_over_processes(value: int, op: str = "sum") -> int:
     return int(total.item())
 
 
+def end_process_group() -> None:
+    """Destroy the default process group at the end of a command: a process that exits with gloo's threads still
+    alive can abort in C++ teardown ("terminate called without an active exception"), turning a clean exit code
+    such as 143 (preempted) into SIGABRT."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def check_supported_parallelism(trainer) -> None:
     """Raise UserError when the Trainer/accelerate set-up shards parameters (FSDP, DeepSpeed)."""
     engine = None
